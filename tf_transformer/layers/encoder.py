@@ -1,0 +1,151 @@
+"""The encoder: token and position embedding, then N encoder blocks.
+
+We use the notation B batch, S source length, D model width (d_model),
+H heads.
+"""
+
+import keras
+
+from tf_transformer import masks
+from tf_transformer.layers.encoder_block import EncoderBlock
+from tf_transformer.layers.token_and_position_embedding import TokenAndPositionEmbedding
+from tf_transformer.utils import check_positive_int, check_rate
+
+
+def run_encoder(embedding, dropout, blocks, final_norm, tokens, training=None, return_attention_scores=False):
+    """The encoder's computation, shared by `Encoder` and `build_transformer`.
+
+    Works on eager tensors and on symbolic `KerasTensor`s alike, so the
+    functional model and the layer run exactly the same code.
+
+    Returns:
+        `(output [B, S, D], padding_mask [B, S], scores)`, `scores` a list of
+        `[B, H, S, S]` per block (empty unless asked for).
+    """
+    padding_mask = masks.padding_mask(tokens)
+    x = dropout(embedding(tokens), training=training)  # the paper drops out embeddings + PE
+    scores = []
+    for block in blocks:
+        x = block(x, padding_mask=padding_mask, training=training, return_attention_scores=return_attention_scores)
+        if return_attention_scores:
+            x, block_scores = x
+            scores.append(block_scores)
+    if final_norm is not None:  # pre-LN stacks end with a norm
+        x = final_norm(x)
+    return x, padding_mask, scores
+
+
+@keras.saving.register_keras_serializable(package="tf_transformer")
+class Encoder(keras.layers.Layer):
+    """The Transformer encoder (the paper's left half), as built in the course.
+
+    `TokenAndPositionEmbedding` (× √d_model + sinusoids), dropout, then
+    `num_layers` `EncoderBlock`s; pre-LN stacks (`norm_first=True`) end with
+    a final layer normalisation. Padding (id 0) is masked throughout, and the
+    output carries the padding mask as its Keras mask, so a `Decoder` (or
+    any mask-aware Keras layer) placed after it ignores padded positions.
+
+    Args:
+        num_layers: N, the number of blocks.
+        d_model, num_heads, dff, dropout, norm_first, layer_norm_epsilon,
+        activation, attention_dropout: as for `EncoderBlock`.
+        vocab_size: source vocabulary size.
+        max_length: the longest source sequence.
+        **kwargs: base `Layer` arguments.
+
+    Call arguments:
+        tokens: int `[B, S]`, 0 = padding.
+        training: whether dropout is active.
+        return_attention_scores: also return a list of `[B, H, S, S]`.
+
+    Returns:
+        `[B, S, D]`, and the scores if asked for.
+
+    Example:
+
+    >>> encoder = Encoder(num_layers=2, d_model=16, num_heads=2, dff=32,
+    ...                   vocab_size=100, max_length=10)
+    >>> encoder(np.array([[3, 9, 4, 0]])).shape
+    (1, 4, 16)
+    """
+
+    block_class = EncoderBlock
+
+    def __init__(
+        self,
+        num_layers,
+        d_model,
+        num_heads,
+        dff,
+        vocab_size,
+        max_length,
+        dropout=0.1,
+        norm_first=False,
+        layer_norm_epsilon=1e-6,
+        activation="relu",
+        attention_dropout=0.0,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.num_layers = check_positive_int("num_layers", num_layers)
+        self.vocab_size = check_positive_int("vocab_size", vocab_size)
+        self.max_length = check_positive_int("max_length", max_length)
+        self.dropout = check_rate("dropout", dropout)
+        self.block_config = dict(
+            d_model=d_model,
+            num_heads=num_heads,
+            dff=dff,
+            dropout=dropout,
+            norm_first=norm_first,
+            layer_norm_epsilon=layer_norm_epsilon,
+            activation=activation,
+            attention_dropout=attention_dropout,
+        )
+        self.supports_masking = True
+        self.embedding = TokenAndPositionEmbedding(
+            vocab_size, d_model, max_length, dtype=self.dtype_policy, name="embedding"
+        )
+        self.embedding_dropout = keras.layers.Dropout(self.dropout, dtype=self.dtype_policy)
+        self.blocks = [
+            self.block_class(**self.block_config, dtype=self.dtype_policy, name=f"block_{i}")
+            for i in range(self.num_layers)
+        ]
+        self.final_norm = (
+            keras.layers.LayerNormalization(epsilon=layer_norm_epsilon, dtype=self.dtype_policy, name="final_norm")
+            if norm_first
+            else None
+        )
+
+    def build(self, tokens_shape, context_shape=None):
+        self.embedding.build(tokens_shape)
+        x_shape = tuple(tokens_shape) + (self.block_config["d_model"],)
+        for block in self.blocks:
+            if context_shape is None:
+                block.build(x_shape)
+            else:
+                block.build(x_shape, context_shape)
+        if self.final_norm is not None:
+            self.final_norm.build(x_shape)
+
+    def call(self, tokens, training=None, return_attention_scores=False):
+        x, _, scores = run_encoder(
+            self.embedding, self.embedding_dropout, self.blocks, self.final_norm,
+            tokens, training, return_attention_scores,
+        )
+        return (x, scores) if return_attention_scores else x
+
+    def compute_mask(self, tokens, mask=None):
+        return masks.padding_mask(tokens)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "num_layers": self.num_layers,
+                "vocab_size": self.vocab_size,
+                "max_length": self.max_length,
+                **self.block_config,
+            }
+        )
+        config["activation"] = keras.activations.serialize(keras.activations.get(config["activation"]))
+        return config

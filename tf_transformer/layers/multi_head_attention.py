@@ -1,0 +1,357 @@
+"""Multi-head attention, a drop-in for `keras.layers.MultiHeadAttention`.
+
+We use the notation B batch, T query length, S key/value length, D model
+width of the inputs, H heads, K key size per head, V value size per head.
+"""
+
+import math
+
+import keras
+from keras import ops
+
+from tf_transformer import masks
+from tf_transformer.layers.scaled_dot_product_attention import masked_softmax
+from tf_transformer.utils import check_positive_int, check_rate
+
+
+@keras.saving.register_keras_serializable(package="tf_transformer")
+class MultiHeadAttention(keras.layers.Layer):
+    """Multi-head scaled dot-product attention (the paper's section 3.2.2).
+
+    `MultiHead(Q, K, V) = Concat(head_1, …, head_H) W^O` with
+    `head_i = Attention(Q W_i^Q, K W_i^K, V W_i^V)`: each head attends in its
+    own learned subspace of size `key_dim`, and the heads run in parallel in
+    one einsum. The paper uses `key_dim = d_model // num_heads`, which keeps
+    the cost of all heads together equal to that of one full-width head;
+    the encoder and decoder blocks of this package do the same.
+
+    This is our own implementation, written with `keras.ops` only so it runs
+    on every Keras backend, and a drop-in for `keras.layers.MultiHeadAttention`
+    on `[B, T, D]` inputs (no `attention_axes`, LoRA or quantisation): the
+    same constructor and call arguments, the same mask semantics and the same
+    weight layout, so `layer.set_weights(keras_mha.get_weights())` gives the
+    same outputs. Unlike Keras's layer it returns scores of shape
+    `[B, H, T, S]` from its symbolic call too when `T != S`, and keeps the
+    softmax in float32 under mixed precision.
+
+    It also carries the key/value cache used for incremental decoding (the
+    `cache` and `cache_update_index` arguments, KerasHub's convention).
+
+    Args:
+        num_heads: H, the number of attention heads.
+        key_dim: K, the size of each head for query and key.
+        value_dim: V, the size of each head for value (defaults to `key_dim`).
+        dropout: dropout rate on the attention weights.
+        use_bias: whether the projections have biases.
+        output_shape: the size of the output's last axis, an int or a tuple
+            (defaults to the query's last dimension).
+        kernel_initializer, bias_initializer, kernel_regularizer,
+        bias_regularizer, kernel_constraint, bias_constraint: as for
+            `keras.layers.Dense`, applied to every projection.
+        seed: seed of the attention dropout.
+        **kwargs: base `Layer` arguments (`name`, `dtype`,
+            `activity_regularizer`, …).
+
+    Call arguments:
+        query: `[B, T, D_q]`.
+        value: `[B, S, D_v]`.
+        key: `[B, S, D_k]`; defaults to `value`.
+        query_mask: bool `[B, T]`, False on padded queries. Taken from the
+            query's Keras mask when not given; the output carries that mask.
+        value_mask: bool `[B, S]`, False on padded values (likewise implicit).
+        key_mask: bool `[B, S]` for the key (likewise implicit).
+        attention_mask: bool or 0/1, rank 2 `[T, S]`, 3 `[B, T, S]` or
+            4 `[B, H, T, S]`; True = may attend. ANDed with the masks above.
+        use_causal_mask: AND a lower-triangular mask (query t attends to
+            keys <= t; with a cache, to keys <= `cache_update_index + t`).
+        return_attention_scores: also return the attention weights
+            `[B, H, T, S]`.
+        training: whether dropout is active.
+        cache: a `(key_cache, value_cache)` pair, `[B, L, H, K]` and
+            `[B, L, H, V]`. With `cache_update_index=None` the cache holds the
+            already projected keys and values (cross-attention: the encoder
+            output projected once by `compute_cache`) and `key`/`value` are
+            ignored. With an index, the projected `key`/`value` of the current
+            step(s) are written into the cache at that position and the query
+            attends over the whole cache.
+        cache_update_index: int scalar, the position of the first query of
+            this call in the cache.
+
+    Returns:
+        `output` `[B, T, output_shape]`; then the scores if asked for; then
+        the updated `(key_cache, value_cache)` if a cache was given.
+
+    Example:
+
+    >>> mha = MultiHeadAttention(num_heads=2, key_dim=4)
+    >>> x = keras.random.normal((3, 5, 8))
+    >>> context = keras.random.normal((3, 7, 8))
+    >>> out, scores = mha(x, context, return_attention_scores=True)
+    >>> out.shape, scores.shape
+    ((3, 5, 8), (3, 2, 5, 7))
+    """
+
+    def __init__(
+        self,
+        num_heads,
+        key_dim,
+        value_dim=None,
+        dropout=0.0,
+        use_bias=True,
+        output_shape=None,
+        kernel_initializer="glorot_uniform",
+        bias_initializer="zeros",
+        kernel_regularizer=None,
+        bias_regularizer=None,
+        kernel_constraint=None,
+        bias_constraint=None,
+        seed=None,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.num_heads = check_positive_int("num_heads", num_heads)
+        self.key_dim = check_positive_int("key_dim", key_dim)
+        self.value_dim = check_positive_int(
+            "value_dim", key_dim if value_dim is None else value_dim
+        )
+        self.dropout = check_rate("dropout", dropout)
+        self.use_bias = bool(use_bias)
+        if output_shape is not None:
+            dims = (output_shape,) if isinstance(output_shape, int) else output_shape
+            output_shape = tuple(check_positive_int("output_shape", d) for d in dims)
+        self._output_shape = output_shape
+        self.kernel_initializer = keras.initializers.get(kernel_initializer)
+        self.bias_initializer = keras.initializers.get(bias_initializer)
+        self.kernel_regularizer = keras.regularizers.get(kernel_regularizer)
+        self.bias_regularizer = keras.regularizers.get(bias_regularizer)
+        self.kernel_constraint = keras.constraints.get(kernel_constraint)
+        self.bias_constraint = keras.constraints.get(bias_constraint)
+        self.seed = seed
+        self.supports_masking = True
+        self._inverse_sqrt_key_dim = 1.0 / math.sqrt(float(self.key_dim))
+        self.dropout_layer = keras.layers.Dropout(
+            self.dropout, seed=seed, dtype=self.dtype_policy
+        )
+
+    @property
+    def output_shape(self):
+        return self._output_shape
+
+    def build(self, query_shape, value_shape, key_shape=None):
+        key_shape = value_shape if key_shape is None else key_shape
+        for name, shape in (("query", query_shape), ("value", value_shape), ("key", key_shape)):
+            if len(shape) != 3 or shape[-1] is None:
+                raise ValueError(
+                    f"`{name}` must have shape [batch, length, features] with "
+                    f"known features. Received: {name}.shape={tuple(shape)}"
+                )
+        if value_shape[1] is not None and key_shape[1] is not None and value_shape[1] != key_shape[1]:
+            raise ValueError(
+                "`key` and `value` must have the same length. "
+                f"Received: value.shape={tuple(value_shape)}, key.shape={tuple(key_shape)}"
+            )
+        heads, k, v = self.num_heads, self.key_dim, self.value_dim
+        output_shape = self._output_shape or (query_shape[-1],)
+        # The weights are created in keras.layers.MultiHeadAttention's order
+        # and shapes, which is what makes `set_weights` interchangeable.
+        self.query_kernel, self.query_bias = self._add_projection("query", (query_shape[-1], heads, k), (heads, k))
+        self.key_kernel, self.key_bias = self._add_projection("key", (key_shape[-1], heads, k), (heads, k))
+        self.value_kernel, self.value_bias = self._add_projection("value", (value_shape[-1], heads, v), (heads, v))
+        self.output_kernel, self.output_bias = self._add_projection(
+            "attention_output", (heads, v, *output_shape), output_shape
+        )
+        self.dropout_layer.build(None)
+
+    def _add_projection(self, name, kernel_shape, bias_shape):
+        # Fresh initializer instances per weight, so a seeded initializer does
+        # not give every projection the same values (as Keras does).
+        def clone(initializer):
+            return initializer.__class__.from_config(initializer.get_config())
+
+        kernel = self.add_weight(
+            name=f"{name}_kernel",
+            shape=kernel_shape,
+            initializer=clone(self.kernel_initializer),
+            regularizer=self.kernel_regularizer,
+            constraint=self.kernel_constraint,
+        )
+        bias = None
+        if self.use_bias:
+            bias = self.add_weight(
+                name=f"{name}_bias",
+                shape=bias_shape,
+                initializer=clone(self.bias_initializer),
+                regularizer=self.bias_regularizer,
+                constraint=self.bias_constraint,
+            )
+        return kernel, bias
+
+    def _project(self, x, kernel, bias):
+        x = ops.einsum("btd,dhk->bthk", x, kernel)  # [B, T, H, K]
+        return x if bias is None else x + bias
+
+    def compute_cache(self, value, key=None):
+        """Projects keys and values once: `(key [B, S, H, K], value [B, S, H, V])`.
+
+        Used for cross-attention while decoding, where the encoder output
+        does not change from one step to the next.
+        """
+        key = value if key is None else key
+        return (
+            self._project(key, self.key_kernel, self.key_bias),
+            self._project(value, self.value_kernel, self.value_bias),
+        )
+
+    def call(
+        self,
+        query,
+        value,
+        key=None,
+        query_mask=None,
+        value_mask=None,
+        key_mask=None,
+        attention_mask=None,
+        use_causal_mask=False,
+        return_attention_scores=False,
+        training=None,
+        cache=None,
+        cache_update_index=None,
+    ):
+        key = value if key is None else key
+        if value_mask is not None and key_mask is not None:
+            value_mask = ops.logical_and(ops.cast(value_mask, "bool"), ops.cast(key_mask, "bool"))
+        elif value_mask is None:
+            value_mask = key_mask
+
+        query_projected = self._project(query, self.query_kernel, self.query_bias)  # [B, T, H, K]
+        if cache is None:
+            key_projected, value_projected = self.compute_cache(value, key)  # [B, S, H, K|V]
+        elif cache_update_index is None:
+            key_projected, value_projected = cache
+        else:
+            step_key, step_value = self.compute_cache(value, key)  # [B, T, H, K|V]
+            key_projected = _write_cache(cache[0], step_key, cache_update_index)
+            value_projected = _write_cache(cache[1], step_value, cache_update_index)
+            cache = (key_projected, value_projected)
+
+        query_length = ops.shape(query_projected)[1]
+        key_length = ops.shape(key_projected)[1]
+        if cache_update_index is not None and use_causal_mask:
+            # With a cache, query t sits at position index + t.
+            causal = ops.less_equal(
+                ops.arange(key_length)[None, :],
+                ops.arange(query_length)[:, None] + cache_update_index,
+            )  # [T, L]
+            attention_mask = causal if attention_mask is None else ops.logical_and(
+                ops.cast(attention_mask, "bool"), causal
+            )
+            use_causal_mask = False
+        mask = masks.merge_masks(
+            query_length,
+            key_length,
+            query_mask=query_mask,
+            key_mask=value_mask,
+            attention_mask=attention_mask,
+            use_causal_mask=use_causal_mask,
+        )
+        output, scores = self._attend(
+            query_projected, key_projected, value_projected,
+            masks.expand_mask_for_heads(mask), training, return_attention_scores,
+        )
+        output = ops.tensordot(output, self.output_kernel, axes=2)  # [B, T, *output_shape]
+        if self.output_bias is not None:
+            output = output + self.output_bias
+
+        outputs = (output,)
+        if return_attention_scores:
+            outputs += (scores,)
+        if cache is not None:
+            outputs += (cache,)
+        return outputs[0] if len(outputs) == 1 else outputs
+
+    def _attend(self, query, key, value, mask, training, return_attention_scores):
+        """query [B, T, H, K], key [B, S, H, K], value [B, S, H, V], mask [B, 1|H, T, S]."""
+        dropout_active = self.dropout > 0.0 and bool(training)
+        if not return_attention_scores and not dropout_active:
+            # The backend's fused kernel (flash attention where available);
+            # it also keeps the softmax in float32.
+            output = ops.dot_product_attention(
+                query, key, value, mask=mask, scale=self._inverse_sqrt_key_dim
+            )
+            return output, None
+        query = query * ops.cast(self._inverse_sqrt_key_dim, query.dtype)
+        scores = ops.einsum("bthk,bshk->bhts", query, key)  # [B, H, T, S]
+        weights = masked_softmax(scores, mask)
+        dropped = self.dropout_layer(weights, training=training) if dropout_active else weights
+        output = ops.einsum("bhts,bshv->bthv", dropped, value)  # [B, T, H, V]
+        return output, weights
+
+    def compute_output_shape(self, query_shape, value_shape, key_shape=None):
+        query_shape = tuple(query_shape)
+        if self._output_shape is not None:
+            return query_shape[:-1] + self._output_shape
+        return query_shape
+
+    def compute_output_spec(
+        self,
+        query,
+        value,
+        key=None,
+        return_attention_scores=False,
+        cache=None,
+        **kwargs,
+    ):
+        output = keras.KerasTensor(
+            self.compute_output_shape(query.shape, value.shape), dtype=self.compute_dtype
+        )
+        outputs = (output,)
+        if return_attention_scores:
+            key_length = cache[0].shape[1] if cache is not None else value.shape[1]
+            outputs += (
+                keras.KerasTensor(
+                    (query.shape[0], self.num_heads, query.shape[1], key_length),
+                    dtype=self.compute_dtype,
+                ),
+            )
+        if cache is not None:
+            outputs += (tuple(keras.KerasTensor(c.shape, dtype=c.dtype) for c in cache),)
+        return outputs[0] if len(outputs) == 1 else outputs
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "num_heads": self.num_heads,
+                "key_dim": self.key_dim,
+                "value_dim": self.value_dim,
+                "dropout": self.dropout,
+                "use_bias": self.use_bias,
+                "output_shape": self._output_shape,
+                "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
+                "bias_initializer": keras.initializers.serialize(self.bias_initializer),
+                "kernel_regularizer": keras.regularizers.serialize(self.kernel_regularizer),
+                "bias_regularizer": keras.regularizers.serialize(self.bias_regularizer),
+                "kernel_constraint": keras.constraints.serialize(self.kernel_constraint),
+                "bias_constraint": keras.constraints.serialize(self.bias_constraint),
+                "seed": self.seed,
+            }
+        )
+        return config
+
+
+def _write_cache(cache, update, index):
+    """Writes `update` [B, T, H, K] into `cache` [B, L, H, K] at `index`.
+
+    A single step is written with a one-hot `where`, which lowers to core
+    TensorFlow ops (an exported model then runs on a TF Serving build without
+    XLA, where `slice_update`'s XlaDynamicUpdateSlice is missing); longer
+    chunks use `slice_update`.
+    """
+    update = ops.cast(update, cache.dtype)
+    if update.shape[1] == 1:
+        positions = ops.arange(ops.shape(cache)[1])
+        here = ops.reshape(ops.equal(positions, index), (1, -1, 1, 1))  # [1, L, 1, 1]
+        return ops.where(here, update, cache)
+    zero = ops.zeros((), dtype="int32")
+    start = [zero, ops.cast(index, "int32"), zero, zero]
+    return ops.slice_update(cache, start, update)

@@ -85,6 +85,9 @@ class Decoder(Encoder):
 
     block_class = DecoderBlock
 
+    def build(self, tokens_shape, context_shape):
+        self._build_stack(tokens_shape, context_shape)
+
     def call(
         self,
         tokens,

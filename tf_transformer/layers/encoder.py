@@ -116,7 +116,10 @@ class Encoder(keras.layers.Layer):
             else None
         )
 
-    def build(self, tokens_shape, context_shape=None):
+    def build(self, tokens_shape):
+        self._build_stack(tokens_shape)
+
+    def _build_stack(self, tokens_shape, context_shape=None):
         self.embedding.build(tokens_shape)
         x_shape = tuple(tokens_shape) + (self.block_config["d_model"],)
         for block in self.blocks:

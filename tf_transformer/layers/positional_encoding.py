@@ -32,7 +32,12 @@ def positional_encoding(length, depth):
     """
     check_positive_int("length", length)
     check_positive_int("depth", depth)
-    positions = ops.expand_dims(ops.arange(length, dtype="float32"), 1)  # [T, 1]
+    return sinusoids(ops.arange(length), depth)
+
+
+def sinusoids(positions, depth):
+    """The encodings `[T, depth]` of the int `positions` `[T]` (any backend, traced or not)."""
+    positions = ops.expand_dims(ops.cast(positions, "float32"), 1)  # [T, 1]
     pair = ops.arange(depth, dtype="float32") // 2  # i for dimensions 2i and 2i + 1
     inverse_frequency = ops.power(10000.0, -2.0 * pair / depth)  # [D]
     angles = positions * ops.expand_dims(inverse_frequency, 0)  # [T, D]
@@ -44,8 +49,9 @@ def positional_encoding(length, depth):
 class PositionalEncoding(keras.layers.Layer):
     """Adds the sinusoidal positional encoding to a sequence of vectors.
 
-    The table has no weights: it is computed once when the layer is built.
-    Keras masks pass through unchanged.
+    No weights: the encodings of the positions present are computed in the
+    call (a few sines, constant-folded under XLA), which keeps shapes
+    traceable on every backend. Keras masks pass through unchanged.
 
     Args:
         max_length: the longest sequence the layer accepts.
@@ -77,15 +83,12 @@ class PositionalEncoding(keras.layers.Layer):
                 "PositionalEncoding expects inputs of shape [batch, length, "
                 f"d_model] with a known d_model. Received: shape={tuple(input_shape)}"
             )
-        self.table = positional_encoding(self.max_length, input_shape[-1])
 
     def call(self, inputs, start_index=None):
-        length = check_length(inputs, self.max_length)
-        if start_index is None:
-            table = self.table[:length]  # [T, D]
-        else:
-            table = ops.take(self.table, ops.arange(length) + start_index, axis=0)
-        return inputs + ops.cast(table, inputs.dtype)
+        positions = ops.arange(check_length(inputs, self.max_length))  # [T]
+        if start_index is not None:
+            positions = positions + ops.cast(start_index, positions.dtype)
+        return inputs + ops.cast(sinusoids(positions, inputs.shape[-1]), inputs.dtype)
 
     def get_config(self):
         config = super().get_config()
@@ -101,7 +104,7 @@ def check_length(inputs, max_length):
     have would fail later with a shape error instead).
     """
     length = inputs.shape[1]
-    if length is None:
+    if not isinstance(length, int):  # unknown, or symbolic under JAX tracing
         return ops.shape(inputs)[1]
     if length > max_length:
         raise ValueError(

@@ -110,7 +110,8 @@ class TokenAndPositionEmbedding(keras.layers.Layer):
             raise ValueError(
                 f"Token ids must have shape [batch, length]. Received: shape={tokens.shape}"
             )
-        if tokens.shape[1] is not None and tokens.shape[1] > self.max_length:
+        # Only a concrete int can be compared (JAX traces with symbolic dims).
+        if isinstance(tokens.shape[1], int) and tokens.shape[1] > self.max_length:
             raise ValueError(
                 f"The sequence is longer than max_length: length {tokens.shape[1]} "
                 f"> max_length {self.max_length}. Truncate it or raise max_length."

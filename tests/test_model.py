@@ -1,0 +1,166 @@
+"""The functional Transformer: padding invariance, causality, saving, config."""
+
+import dataclasses
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+
+import tf_transformer
+from tf_transformer import TransformerConfig, attention_weights, build_transformer
+
+CONFIG = TransformerConfig.preset("tiny", source_vocab_size=60, target_vocab_size=50, d_model=32, dff=64, max_length=16)
+SOURCE = np.array([[4, 8, 15, 16, 0, 0], [23, 42, 7, 9, 11, 3]], "int32")
+TARGET = np.array([[1, 5, 6, 0, 0], [1, 2, 3, 4, 5]], "int32")
+
+
+def logits(model, source, target):
+    return keras.ops.convert_to_numpy(
+        keras.ops.cast(model({"encoder_tokens": source, "decoder_tokens": target}), "float32")
+    )
+
+
+@pytest.fixture(params=["float32", "mixed_bfloat16"])
+def policy(request):
+    keras.config.set_dtype_policy(request.param)
+    return request.param
+
+
+@pytest.mark.parametrize("variant", [{}, {"norm_first": True, "share_embeddings": True, "tie_output_embedding": True}])
+def test_padding_invariance(policy, variant):
+    model = build_transformer(dataclasses.replace(CONFIG, source_vocab_size=50, **variant))
+    reference = logits(model, SOURCE, TARGET)
+    assert reference.dtype == np.float32  # logits stay float32 under mixed precision
+    padded = logits(model, np.pad(SOURCE, ((0, 0), (0, 4))), np.pad(TARGET, ((0, 0), (0, 3))))
+    real = TARGET != 0
+    atol = 1e-5 if policy == "float32" else 0.0  # bfloat16: same ops on the same values
+    np.testing.assert_allclose(padded[:, :5][real], reference[real], atol=max(atol, 1e-5))
+
+
+def test_causality(policy):
+    model = build_transformer(CONFIG)
+    reference = logits(model, SOURCE, TARGET)
+    for t in range(1, 5):
+        changed = TARGET.copy()
+        changed[1, t] = 7 if TARGET[1, t] != 7 else 8
+        after = logits(model, SOURCE, changed)
+        np.testing.assert_allclose(after[1, :t], reference[1, :t], atol=1e-5)
+        assert not np.allclose(after[1, t], reference[1, t])
+
+
+def test_outputs_and_inputs():
+    model = build_transformer(CONFIG)
+    assert [i.name for i in model.inputs] == ["decoder_tokens", "encoder_tokens"] or {
+        i.name for i in model.inputs
+    } == {"encoder_tokens", "decoder_tokens"}
+    assert all(keras.backend.standardize_dtype(i.dtype) == "int32" for i in model.inputs)
+    assert logits(model, SOURCE, TARGET).shape == (2, 5, 50)
+
+
+SAVE_CHECK = """
+import sys, numpy as np, keras
+import tf_transformer  # registers the layers: no custom_objects needed
+model = keras.saving.load_model(sys.argv[1])
+source, target, expected = (np.load(sys.argv[2])[k] for k in ("source", "target", "logits"))
+np.testing.assert_array_equal(keras.ops.convert_to_numpy(model({"encoder_tokens": source, "decoder_tokens": target})), expected)
+print("identical")
+"""
+
+
+@pytest.mark.parametrize("variant", [{}, {"norm_first": True, "share_embeddings": True, "tie_output_embedding": True}])
+def test_save_and_load_reproduce_outputs(tmp_path, variant):
+    config = dataclasses.replace(CONFIG, source_vocab_size=50, **variant)
+    model = build_transformer(config)
+    expected = logits(model, SOURCE, TARGET)
+    path = str(tmp_path / "m.keras")
+    model.save(path)
+    reloaded = keras.saving.load_model(path)
+    np.testing.assert_array_equal(logits(reloaded, SOURCE, TARGET), expected)
+    if variant:  # sharing survives the round trip: still one embedding
+        assert len(reloaded.weights) == len(model.weights)
+        return
+    # And in a fresh Python process.
+    np.savez(tmp_path / "data.npz", source=SOURCE, target=TARGET, logits=expected)
+    result = subprocess.run(
+        [sys.executable, "-c", SAVE_CHECK, path, str(tmp_path / "data.npz")],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "identical" in result.stdout
+
+
+def test_base_preset_parameter_count():
+    config = TransformerConfig.preset(
+        "base", source_vocab_size=37000, target_vocab_size=37000,
+        share_embeddings=True, tie_output_embedding=True,
+    )
+    count = build_transformer(config).count_params()
+    print(f"base, shared 37k vocabulary, tied: {count:,} parameters (paper, Table 3: 65 M)")
+    # 6 + 6 blocks of d_model 512 (44.1 M) and one 37,000 × 512 embedding (18.9 M).
+    assert 62e6 < count < 64e6
+
+
+def test_shared_and_tied_weights_are_one_matrix():
+    tied = build_transformer(dataclasses.replace(CONFIG, source_vocab_size=50, share_embeddings=True, tie_output_embedding=True))
+    untied = build_transformer(dataclasses.replace(CONFIG, source_vocab_size=50))
+    # Untied: source, target and output matrices (+ output bias); tied: one matrix.
+    assert untied.count_params() - tied.count_params() == 2 * 50 * 32 + 50
+
+
+def test_attention_weights():
+    model = build_transformer(CONFIG)
+    weights = attention_weights(model, SOURCE, TARGET)
+    assert [tuple(w.shape) for w in weights["encoder"]] == [(2, 4, 6, 6)] * 2
+    assert [tuple(w.shape) for w in weights["decoder_self"]] == [(2, 4, 5, 5)] * 2
+    cross = keras.ops.convert_to_numpy(weights["decoder_cross"][0])
+    assert cross.shape == (2, 4, 5, 6)
+    assert np.all(cross[0, :, :, 4:] == 0.0)  # padded source positions get no attention
+    sums = cross.sum(-1).transpose(0, 2, 1)  # [B, T, H]
+    np.testing.assert_allclose(sums[TARGET != 0], 1.0, atol=1e-5)
+    assert np.all(sums[TARGET == 0] == 0.0)  # padded target rows attend nowhere
+
+
+def test_config_presets_and_validation():
+    assert TransformerConfig.preset("base").num_layers == 6
+    assert TransformerConfig.preset("big").d_model == 1024
+    assert TransformerConfig.preset("tiny").dropout == 0.1
+    assert TransformerConfig.preset("tiny", num_layers=1).num_layers == 1
+    with pytest.raises(ValueError, match="Unknown preset"):
+        TransformerConfig.preset("huge")
+    with pytest.raises(ValueError, match="Unknown TransformerConfig field"):
+        TransformerConfig.preset("tiny", layers=3)
+    cases = [
+        ({"num_heads": 3}, "divisible"),
+        ({"d_model": 0}, "d_model"),
+        ({"num_layers": -1}, "num_layers"),
+        ({"dff": 2.5}, "dff"),
+        ({"dropout": 1.0}, "dropout"),
+        ({"max_length": 0}, "max_length"),
+        ({"source_vocab_size": 0}, "source_vocab_size"),
+        ({"share_embeddings": True}, "one vocabulary"),
+        ({"norm_first": "yes"}, "norm_first"),
+    ]
+    for overrides, message in cases:
+        with pytest.raises(ValueError, match=message):
+            dataclasses.replace(CONFIG, **overrides)  # also checked through replace
+    with pytest.raises(ValueError, match="TransformerConfig"):
+        build_transformer({"d_model": 32})
+
+
+def test_model_rejects_out_of_range_ids_and_long_inputs():
+    model = build_transformer(CONFIG)
+    with pytest.raises(ValueError, match="out of range"):
+        model({"encoder_tokens": np.array([[1, 60]]), "decoder_tokens": TARGET[:1]})
+    with pytest.raises(ValueError, match="out of range"):
+        model({"encoder_tokens": SOURCE[:1], "decoder_tokens": np.array([[1, 50]])})
+    with pytest.raises(ValueError, match="longer than max_length"):
+        model({"encoder_tokens": np.ones((1, 17), "int32"), "decoder_tokens": TARGET[:1]})
+
+
+def test_import_does_not_import_tensorflow_modules():
+    code = "import sys, tf_transformer; print('tf_transformer.export' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.stdout.strip() == "False"
+    assert hasattr(tf_transformer, "layers")

@@ -90,8 +90,10 @@ class TransformerParts:
         layers = {layer.name: layer for layer in model.layers}
 
         def numbered(prefix):
-            found = [(int(m.group(1)), layer) for name, layer in layers.items() if (m := re.fullmatch(rf"{prefix}_(\d+)", name))]
-            return [layer for _, layer in sorted(found, key=lambda pair: pair[0])]
+            pattern = re.compile(rf"{prefix}_(\d+)")
+            matches = [(pattern.fullmatch(name), layer) for name, layer in layers.items()]
+            found = sorted((int(match.group(1)), layer) for match, layer in matches if match)
+            return [layer for _, layer in found]
 
         try:
             shared = layers.get("shared_embedding")

@@ -8,7 +8,7 @@ TensorFlow: the layers, the model and the decoding run on any Keras backend;
 
 import importlib
 
-from tf_transformer import layers, masks
+from tf_transformer import layers, masks, recipe
 from tf_transformer.config import TransformerConfig
 from tf_transformer.layers.positional_encoding import positional_encoding
 from tf_transformer.model import attention_weights, build_transformer
@@ -32,6 +32,7 @@ __all__ = [
     "build_transformer",
     "layers",
     "masks",
+    "recipe",
     "positional_encoding",
     "decoding",
     "export",

@@ -1,0 +1,162 @@
+"""Export to a SavedModel for TF Serving: text in, text out (needs TensorFlow).
+
+`export` writes `EXPORT_DIR/<version>/` (the next free integer, as TF
+Serving expects) atomically: everything goes to a temporary directory beside
+it, renamed into place only once complete, so a server never sees half a
+model. The graph holds the tokenizers and the decoding loop; signatures:
+
+* `serving_default`: `text` tf.string `[None]` → `translation` tf.string `[None]`
+  (greedy search with the key/value cache);
+* `beam_search`: the same with beam search.
+
+Inputs longer than the model's `max_length` tokens are truncated; an empty
+(or blank) string translates to an empty string. The trained `.keras` model,
+the tokenizers and any extra files go to `assets.extra/` (TF Serving ignores
+that directory), for fine-tuning and inspection.
+"""
+
+import json
+import os
+import shutil
+import tempfile
+
+import keras
+import tensorflow as tf
+
+from tf_transformer import decoding
+from tf_transformer.model import TransformerParts
+from tf_transformer.tokenizers import END, START, save_tokenizers
+
+SERVING_KEY = "serving_default"
+BEAM_KEY = "beam_search"
+
+
+class Translator(tf.Module):
+    """The exported module: tokenizers, model and decoding in one graph."""
+
+    def __init__(self, model, source_tokenizer, target_tokenizer, max_output_length=None, beam_size=4):
+        super().__init__(name="translator")
+        self.model = model
+        self.source_tokenizer = source_tokenizer
+        self.target_tokenizer = target_tokenizer
+        self.max_length = TransformerParts.from_model(model).max_length
+        self.max_output_length = min(max_output_length or self.max_length, self.max_length)
+        self.beam_size = beam_size
+        signature = [tf.TensorSpec([None], tf.string, name="text")]
+        self.translate = tf.function(self._greedy, input_signature=signature)
+        self.translate_beam = tf.function(self._beam, input_signature=signature)
+
+    def _encode(self, text):
+        ids = self.source_tokenizer.tokenize(text)[:, : self.max_length]  # truncate long inputs
+        dense = ids.to_tensor(default_value=0)  # [B, S]
+        # At least one position, so a batch of empty strings still has a shape.
+        return tf.pad(dense, [[0, 0], [0, tf.maximum(1 - tf.shape(dense)[1], 0)]])
+
+    def _decode(self, text, ids):
+        translation = self.target_tokenizer.detokenize(ids)
+        blank = tf.equal(tf.strings.length(tf.strings.strip(text)), 0)
+        return {"translation": tf.where(blank, tf.constant(""), translation)}
+
+    def _greedy(self, text):
+        ids = decoding.greedy_search(self.model, self._encode(text), START, END, self.max_output_length)
+        return self._decode(text, ids)
+
+    def _beam(self, text):
+        ids = decoding.beam_search(
+            self.model, self._encode(text), START, END, self.max_output_length, beam_size=self.beam_size
+        )
+        return self._decode(text, ids)
+
+
+def next_version(export_dir):
+    """The next free integer version under `export_dir` (1 for a new one)."""
+    versions = [int(name) for name in os.listdir(export_dir) if name.isdigit()] if os.path.isdir(export_dir) else []
+    return max(versions, default=0) + 1
+
+
+def export(model, source_tokenizer, target_tokenizer, export_dir, max_output_length=None, beam_size=4, extra_files=None):
+    """Writes the model as `export_dir/<next version>/` and returns that path.
+
+    Args:
+        model: a model from `build_transformer`.
+        source_tokenizer, target_tokenizer: tokenizers from
+            `tf_transformer.tokenizers`.
+        export_dir: the model's directory in TF Serving's layout.
+        max_output_length: longest output in tokens (default: the model's).
+        beam_size: the beam of the `beam_search` signature.
+        extra_files: dict of file name → JSON-serialisable content written
+            to `assets.extra/` (e.g. evaluation results).
+    """
+    if keras.backend.backend() != "tensorflow":
+        raise RuntimeError("Exporting a SavedModel needs the TensorFlow backend (KERAS_BACKEND=tensorflow).")
+    os.makedirs(export_dir, exist_ok=True)
+    translator = Translator(model, source_tokenizer, target_tokenizer, max_output_length, beam_size)
+    staging = tempfile.mkdtemp(prefix=".export-", dir=export_dir)  # same file system: rename is atomic
+    try:
+        tf.saved_model.save(
+            translator,
+            staging,
+            signatures={
+                SERVING_KEY: translator.translate.get_concrete_function(),
+                BEAM_KEY: translator.translate_beam.get_concrete_function(),
+            },
+        )
+        extra = os.path.join(staging, "assets.extra")
+        os.makedirs(extra, exist_ok=True)
+        model.save(os.path.join(extra, "model.keras"))
+        save_tokenizers(extra, source_tokenizer, target_tokenizer)
+        for name, content in (extra_files or {}).items():
+            with open(os.path.join(extra, name), "w", encoding="utf-8") as file:
+                json.dump(content, file, indent=2, ensure_ascii=False)
+        while True:  # another exporter may have taken the version meanwhile
+            target = os.path.join(export_dir, str(next_version(export_dir)))
+            try:
+                os.rename(staging, target)
+                return target
+            except OSError:
+                if not os.path.exists(target):
+                    raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def latest_version(export_dir):
+    """The path of the newest version under `export_dir`."""
+    version = next_version(export_dir) - 1
+    if version == 0:
+        raise FileNotFoundError(f"No exported version under {export_dir} (expected {export_dir}/<version>/).")
+    return os.path.join(export_dir, str(version))
+
+
+def graph_ops(saved_model_dir):
+    """Every op type used by a SavedModel's graphs and functions."""
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    proto = saved_model_pb2.SavedModel()
+    with open(os.path.join(saved_model_dir, "saved_model.pb"), "rb") as file:
+        proto.ParseFromString(file.read())
+    ops = set()
+    for meta_graph in proto.meta_graphs:
+        ops.update(node.op for node in meta_graph.graph_def.node)
+        for function in meta_graph.graph_def.library.function:
+            ops.update(node.op for node in function.node_def)
+    return ops
+
+
+def non_core_ops(saved_model_dir):
+    """The ops a stock TF Serving build may lack, by kind.
+
+    Returns:
+        dict with `"custom"`: ops not registered by core TensorFlow (e.g.
+        tensorflow-text's `SentencepieceOp`; this must run in a process that
+        has not loaded tensorflow-text, or they count as registered) and
+        `"xla"`: XLA-only ops (`Xla*`, e.g. `XlaDynamicUpdateSlice`), which a
+        server built without XLA cannot run.
+    """
+    from tensorflow.python.framework import op_def_registry
+
+    ops = graph_ops(saved_model_dir)
+    return {
+        "custom": sorted(op for op in ops if op_def_registry.get(op) is None),
+        "xla": sorted(op for op in ops if op.startswith("Xla")),
+    }

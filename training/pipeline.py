@@ -1,0 +1,54 @@
+"""The tf.data input pipeline: tokenise, add start/end, bucket by length, batch."""
+
+import tensorflow as tf
+
+from tf_transformer.tokenizers import END, START
+
+
+def encode_pairs(sources, targets, source_tokenizer, target_tokenizer, max_length):
+    """Token ids of every pair, dropping pairs longer than `max_length`.
+
+    Tokenised once, in batches, in the graph (the same ops the export runs).
+
+    Returns:
+        `(source_ids, target_ids, dropped)`: ragged int32 tensors, target
+        ids wrapped in start/end, and how many pairs were too long.
+    """
+    source_ids = source_tokenizer.tokenize(tf.constant(sources))
+    target_ids = target_tokenizer.tokenize(tf.constant(targets))
+    batch = target_ids.nrows()
+    target_ids = tf.concat([tf.fill([batch, 1], START), target_ids, tf.fill([batch, 1], END)], axis=1)
+    keep = (source_ids.row_lengths() <= max_length) & (target_ids.row_lengths() <= max_length)
+    dropped = int(tf.size(keep)) - int(tf.reduce_sum(tf.cast(keep, tf.int32)))
+    return tf.ragged.boolean_mask(source_ids, keep), tf.ragged.boolean_mask(target_ids, keep), dropped
+
+
+def make_dataset(source_ids, target_ids, batch_size, max_length, shuffle=False, seed=0):
+    """Batches of `batch_size` teacher-forcing examples of similar lengths.
+
+    Each element is `({"encoder_tokens": [B, S], "decoder_tokens": [B, T]},
+    labels [B, T])` with `decoder_tokens = target[:-1]` and
+    `labels = target[1:]`. Examples are bucketed by length, and the batch
+    size of each bucket chosen so that a batch holds about `batch_tokens`
+    tokens: little padding, and the same work per step.
+    """
+    dataset = tf.data.Dataset.from_tensor_slices((source_ids, target_ids))
+    # Slices of a ragged tensor are typed ragged though they are plain vectors;
+    # passing them through a map gives them a dense TensorSpec, as batching needs.
+    dataset = dataset.map(lambda s, t: (tf.identity(s), tf.identity(t))).cache()
+    if shuffle:
+        dataset = dataset.shuffle(int(source_ids.nrows()), seed=seed, reshuffle_each_iteration=True)
+    boundaries = [b for b in (8, 12, 16, 20, 24, 32, 40, 48, 64, 96, 128) if b < max_length] + [max_length + 1]
+    bucket_batch_sizes = [batch_size] * (len(boundaries) + 1)
+    dataset = dataset.bucket_by_sequence_length(
+        element_length_func=lambda s, t: tf.maximum(tf.shape(s)[0], tf.shape(t)[0]),
+        bucket_boundaries=boundaries,
+        bucket_batch_sizes=bucket_batch_sizes,
+        padded_shapes=([None], [None]),
+        drop_remainder=False,
+    )
+    dataset = dataset.map(
+        lambda s, t: ({"encoder_tokens": s, "decoder_tokens": t[:, :-1]}, t[:, 1:]),
+        num_parallel_calls=tf.data.AUTOTUNE,
+    )
+    return dataset.prefetch(tf.data.AUTOTUNE)

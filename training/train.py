@@ -1,0 +1,218 @@
+"""Train a Transformer, evaluate it on held-out data and export it for TF Serving.
+
+    python -m training.train                      # the embedded dates dataset
+    python -m training.train --dataset ../shared/data/tatoeba-eng-fra.tsv --reverse
+
+Run the same command again after a crash or a kill: it resumes from the
+backup in `--work-dir`.
+"""
+
+import argparse
+import dataclasses
+import json
+import os
+import sys
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import keras  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+import tf_transformer  # noqa: E402
+from tf_transformer import recipe  # noqa: E402
+from tf_transformer.tokenizers import CharacterTokenizer, SentencePieceTokenizer, load_tokenizers, save_tokenizers  # noqa: E402
+from training import dates, evaluate, pipeline, tsv  # noqa: E402
+from training.configs import CONFIGS  # noqa: E402
+
+SAMPLES = {
+    "dates": ["25 septembre 2009", "Tuesday, June 25, 2009", "25/06/2009", "25.06.09", "3 de abril de 1975"],
+    "text": [
+        "Jane visite l'Afrique en septembre.",
+        "Je t'aime.",
+        "Où est la gare ?",
+        "Il fait beau aujourd'hui.",
+        "Nous avons besoin d'aide.",
+    ],
+}
+
+
+def positive_int(text):
+    value = int(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(
+        prog="python -m training.train",
+        description="Train an encoder-decoder Transformer with model.fit, evaluate it and export it "
+        "to EXPORT_DIR/<version>/ for TF Serving.",
+    )
+    parser.add_argument("--dataset", default="dates", help="'dates' (embedded, default) or a source<TAB>target .tsv file")
+    parser.add_argument("--reverse", action="store_true", help="read the TSV columns as target<TAB>source")
+    parser.add_argument("--config", choices=sorted(CONFIGS), help="named training config (default: 'dates' or 'tsv' by dataset)")
+    parser.add_argument("--preset", choices=["tiny", "small", "base", "big"], help="model size (TransformerConfig preset)")
+    parser.add_argument("--epochs", type=positive_int, help="training epochs")
+    parser.add_argument("--batch-size", type=positive_int, help="examples per batch (global, across replicas)")
+    parser.add_argument("--train-size", type=positive_int, help="use at most this many training examples")
+    parser.add_argument("--vocab-size", type=positive_int, help="subword vocabulary size per side (sentencepiece)")
+    parser.add_argument("--export-dir", help="export to EXPORT_DIR/<version>/ (default: saved_models/<dataset name>)")
+    parser.add_argument("--work-dir", help="checkpoints, TensorBoard logs and the resume backup (default: EXPORT_DIR.work)")
+    parser.add_argument("--strategy", default="auto", choices=["auto", "one-device", "mirrored", "multi-worker"],
+                        help="tf.distribute strategy (auto: mirrored when several GPUs are visible)")
+    parser.add_argument("--mixed-precision", default="off", choices=["off", "bfloat16", "float16"],
+                        help="compute dtype (float16 adds loss scaling); logits and softmax stay float32")
+    parser.add_argument("--jit-compile", action="store_true", help="compile the train step with XLA")
+    parser.add_argument("--seed", type=int, default=0, help="seed of data splits, shuffling and initialisation")
+    return parser
+
+
+def resolve(args):
+    """The training config after the command-line overrides, and the dataset's name."""
+    is_dates = args.dataset == "dates"
+    if not is_dates and not args.dataset.endswith((".tsv", ".txt")) and not os.path.isfile(args.dataset):
+        raise SystemExit(f"Unknown dataset {args.dataset!r}: use 'dates' or the path of a .tsv file.")
+    config = CONFIGS[args.config or ("dates" if is_dates else "tsv")]
+    overrides = {
+        "preset": args.preset,
+        "epochs": args.epochs,
+        "batch_size": args.batch_size,
+        "train_size": args.train_size,
+        "vocab_size": args.vocab_size,
+    }
+    config = dataclasses.replace(config, **{k: v for k, v in overrides.items() if v is not None})
+    name = "dates" if is_dates else os.path.splitext(os.path.basename(args.dataset))[0] + ("-reversed" if args.reverse else "")
+    return config, name
+
+
+def load_splits(args, config):
+    if args.dataset == "dates":
+        return dates.load(num_examples=(config.train_size or 48000) * 21 // 20, seed=args.seed)
+    try:
+        return tsv.load(args.dataset, reverse=args.reverse, seed=args.seed, train_size=config.train_size or None)
+    except tsv.DatasetError as error:
+        raise SystemExit(str(error)) from None
+
+
+def make_tokenizers(config, splits, work_dir):
+    """Learned from the training split; reused from the work dir when resuming."""
+    saved = os.path.join(work_dir, "tokenizers")
+    if os.path.exists(os.path.join(saved, "tokenizers.json")):
+        return load_tokenizers(saved)
+    sources, targets = splits["train"]
+    if config.tokenizer == "character":
+        source, target = CharacterTokenizer.train(sources), CharacterTokenizer.train(targets)
+    else:
+        source = SentencePieceTokenizer.train(sources, config.vocab_size)
+        target = SentencePieceTokenizer.train(targets, config.vocab_size)
+    save_tokenizers(saved, source, target)
+    return source, target
+
+
+def make_strategy(name):
+    if name == "multi-worker":
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    gpus = tf.config.list_logical_devices("GPU")
+    if name == "mirrored" or (name == "auto" and len(gpus) > 1):
+        return tf.distribute.MirroredStrategy()
+    return tf.distribute.OneDeviceStrategy(gpus[0].name if gpus else "/cpu:0")
+
+
+def translate_all(translate, texts, batch_size=256):
+    outputs = []
+    for start in range(0, len(texts), batch_size):
+        batch = tf.constant(texts[start : start + batch_size])
+        outputs += [t.decode("utf-8") for t in translate(batch)["translation"].numpy()]
+    return outputs
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    config, name = resolve(args)
+    export_dir = args.export_dir or os.path.join("saved_models", name)
+    work_dir = args.work_dir or export_dir.rstrip("/") + ".work"
+    os.makedirs(work_dir, exist_ok=True)
+    keras.utils.set_random_seed(args.seed)
+    if args.mixed_precision != "off":
+        keras.config.set_dtype_policy(f"mixed_{args.mixed_precision}")
+    started = time.time()
+
+    splits = load_splits(args, config)
+    source_tokenizer, target_tokenizer = make_tokenizers(config, splits, work_dir)
+    encoded = {
+        split: pipeline.encode_pairs(*splits[split], source_tokenizer, target_tokenizer, config.max_length)
+        for split in ("train", "validation")
+    }
+    print(
+        f"Data: {name}, {len(splits['train'][0])} train / {len(splits['validation'][0])} validation / "
+        f"{len(splits['test'][0])} test pairs ({encoded['train'][2]} too long for max_length "
+        f"{config.max_length}, dropped); vocabularies {source_tokenizer.vocab_size} / {target_tokenizer.vocab_size}",
+        flush=True,
+    )
+    train_data = pipeline.make_dataset(*encoded["train"][:2], config.batch_size, config.max_length, shuffle=True, seed=args.seed)
+    validation_data = pipeline.make_dataset(*encoded["validation"][:2], config.batch_size, config.max_length)
+
+    model_config = tf_transformer.TransformerConfig.preset(
+        config.preset,
+        **{
+            **config.model_overrides,
+            "source_vocab_size": source_tokenizer.vocab_size,
+            "target_vocab_size": target_tokenizer.vocab_size,
+            "max_length": config.max_length,
+        },
+    )
+    strategy = make_strategy(args.strategy)
+    with strategy.scope():
+        model = tf_transformer.build_transformer(model_config)
+        model.compile(
+            optimizer=recipe.paper_optimizer(model_config.d_model, config.warmup_steps, config.learning_rate_scale),
+            loss=recipe.MaskedSparseCategoricalCrossentropy(label_smoothing=config.label_smoothing),
+            metrics=[recipe.MaskedAccuracy()],
+            jit_compile=args.jit_compile,
+        )
+    best_weights = os.path.join(work_dir, "best.weights.h5")
+    callbacks = [
+        keras.callbacks.BackupAndRestore(os.path.join(work_dir, "backup")),
+        keras.callbacks.ModelCheckpoint(best_weights, monitor="val_loss", save_best_only=True, save_weights_only=True),
+        keras.callbacks.TensorBoard(os.path.join(work_dir, "logs")),
+    ]
+    if config.early_stopping_patience:
+        callbacks.append(keras.callbacks.EarlyStopping(monitor="val_loss", patience=config.early_stopping_patience))
+    print(f"Model: {model.count_params():,} parameters ({model_config}); work dir {work_dir}", flush=True)
+    # shuffle=False: the pipeline shuffles (and buckets) the data itself.
+    model.fit(train_data, validation_data=validation_data, epochs=config.epochs, callbacks=callbacks, shuffle=False)
+    if os.path.exists(best_weights):
+        model.load_weights(best_weights)
+
+    # Evaluate through the same graph that is exported.
+    translator = tf_transformer.export.Translator(model, source_tokenizer, target_tokenizer)
+    translate = translator.translate_beam if config.eval_beam_size > 1 else translator.translate
+    test_sources, test_references = splits["test"]
+    hypotheses = translate_all(translate, test_sources)
+    metrics = evaluate.evaluate("dates" if args.dataset == "dates" else "text", hypotheses, test_references)
+    metrics["train_seconds"] = round(time.time() - started, 1)
+    samples = SAMPLES["dates" if args.dataset == "dates" else "text"]
+    sample_outputs = translate_all(translator.translate, samples)
+    examples = [
+        {"source": s, "reference": r, "translation": h}
+        for s, r, h in list(zip(test_sources, test_references, hypotheses))[:10]
+    ]
+    path = tf_transformer.export.export(
+        model, source_tokenizer, target_tokenizer, export_dir,
+        extra_files={
+            "evaluation.json": {"dataset": name, "metrics": metrics, "test_examples": examples,
+                                "samples": dict(zip(samples, sample_outputs))},
+            "training_config.json": {"training": dataclasses.asdict(config), "model": model_config.to_dict()},
+        },
+    )
+    print(f"Held-out metrics: {json.dumps(metrics)}")
+    for source, output in zip(samples, sample_outputs):
+        print(f"  {source!r} -> {output!r}")
+    print(f"Exported to {path}")
+    return metrics
+
+
+if __name__ == "__main__":
+    sys.exit(0 if main() is not None else 1)

@@ -1,0 +1,50 @@
+"""Translate with an exported model: one output line per input, nothing else on stdout.
+
+    python -m training.translate --model saved_models/dates "25 septembre 2009" "Tuesday, June 25, 2009"
+    echo "Je t'aime." | python -m training.translate --model saved_models/tatoeba-eng-fra-reversed
+
+Uses only `tf.saved_model.load` and the `serving_default` signature (plus
+tensorflow-text's ops, loaded when installed, for subword models): exactly
+what TF Serving runs.
+"""
+
+import argparse
+import os
+import sys
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+
+def latest_version(export_dir):
+    versions = [int(name) for name in os.listdir(export_dir) if name.isdigit()] if os.path.isdir(export_dir) else []
+    if not versions:
+        raise SystemExit(f"No exported model under {export_dir} (expected {export_dir}/<version>/saved_model.pb).")
+    return os.path.join(export_dir, str(max(versions)))
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m training.translate", description=__doc__.split("\n")[0])
+    parser.add_argument("--model", required=True, help="export directory (its newest version is used) or one version")
+    parser.add_argument("--beam", action="store_true", help="use the beam_search signature")
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("text", nargs="*", help="texts to translate (default: lines of standard input)")
+    args = parser.parse_args(argv)
+    texts = args.text or [line.rstrip("\n") for line in sys.stdin]
+
+    import tensorflow as tf
+
+    try:
+        import tensorflow_text  # noqa: F401  registers the SentencePiece ops of subword exports
+    except ImportError:
+        pass
+    path = args.model if os.path.exists(os.path.join(args.model, "saved_model.pb")) else latest_version(args.model)
+    signature = tf.saved_model.load(path).signatures["beam_search" if args.beam else "serving_default"]
+    for start in range(0, len(texts), args.batch_size):
+        batch = tf.constant(texts[start : start + args.batch_size], tf.string)
+        for translation in signature(text=batch)["translation"].numpy():
+            print(translation.decode("utf-8"))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

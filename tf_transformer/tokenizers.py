@@ -102,6 +102,11 @@ class CharacterTokenizer(tf.Module):
 class SentencePieceTokenizer(tf.Module):
     """Subword tokenizer learned with SentencePiece, run by tensorflow-text.
 
+    Set seeds (`keras.utils.set_random_seed`) before creating one: in eager
+    mode, setting a seed clears TensorFlow's kernel cache, which holds the
+    SentencePiece model resource, and a live tokenizer then fails with
+    "Resource … SentencepieceResource does not exist".
+
     Args:
         model_proto: the serialized SentencePiece model (bytes), trained with
             pad/start/end/unknown at ids 0/1/2/3 (as `train` does).

@@ -38,14 +38,20 @@ def make_dataset(source_ids, target_ids, batch_size, max_length, shuffle=False, 
     dataset = dataset.map(lambda s, t: (tf.identity(s), tf.identity(t))).cache()
     if shuffle:
         dataset = dataset.shuffle(int(source_ids.nrows()), seed=seed, reshuffle_each_iteration=True)
-    boundaries = [b for b in (8, 12, 16, 20, 24, 32, 40, 48, 64, 96, 128) if b < max_length] + [max_length + 1]
+    # Boundaries are exclusive upper bounds of lengths; the last admits max_length.
+    boundaries = [b for b in (8, 12, 16, 20, 24, 32, 40, 48, 64, 96, 128) if b <= max_length] + [max_length + 1]
     bucket_batch_sizes = [batch_size] * (len(boundaries) + 1)
     dataset = dataset.bucket_by_sequence_length(
         element_length_func=lambda s, t: tf.maximum(tf.shape(s)[0], tf.shape(t)[0]),
         bucket_boundaries=boundaries,
         bucket_batch_sizes=bucket_batch_sizes,
         padded_shapes=([None], [None]),
-        drop_remainder=False,
+        # Fixed shapes (batch_size × a bucket boundary) for training: every
+        # batch reuses one of a few traced (or XLA-compiled) steps instead of
+        # retracing on each new remainder shape. Shuffling changes which
+        # examples fall in the dropped remainders each epoch.
+        pad_to_bucket_boundary=shuffle,
+        drop_remainder=shuffle,
     )
     dataset = dataset.map(
         lambda s, t: ({"encoder_tokens": s, "decoder_tokens": t[:, :-1]}, t[:, 1:]),

@@ -58,6 +58,8 @@ def build_parser():
     parser.add_argument("--batch-size", type=positive_int, help="examples per batch (global, across replicas)")
     parser.add_argument("--train-size", type=positive_int, help="use at most this many training examples")
     parser.add_argument("--vocab-size", type=positive_int, help="subword vocabulary size per side (sentencepiece)")
+    parser.add_argument("--warmup-steps", type=positive_int, help="warm-up steps of the learning-rate schedule")
+    parser.add_argument("--learning-rate-scale", type=float, help="factor on the paper's learning-rate schedule")
     parser.add_argument("--export-dir", help="export to EXPORT_DIR/<version>/ (default: saved_models/<dataset name>)")
     parser.add_argument("--work-dir", help="checkpoints, TensorBoard logs and the resume backup (default: EXPORT_DIR.work)")
     parser.add_argument("--strategy", default="auto", choices=["auto", "one-device", "mirrored", "multi-worker"],
@@ -81,6 +83,8 @@ def resolve(args):
         "batch_size": args.batch_size,
         "train_size": args.train_size,
         "vocab_size": args.vocab_size,
+        "warmup_steps": args.warmup_steps,
+        "learning_rate_scale": args.learning_rate_scale,
     }
     config = dataclasses.replace(config, **{k: v for k, v in overrides.items() if v is not None})
     name = "dates" if is_dates else os.path.splitext(os.path.basename(args.dataset))[0] + ("-reversed" if args.reverse else "")

@@ -33,10 +33,10 @@ CONFIGS = {
         model_overrides={"d_model": 128, "num_heads": 4, "dff": 256, "dropout": 0.1},
         tokenizer="character",
         vocab_size=0,
-        epochs=6,
+        epochs=8,  # held-out token accuracy reaches 100 % around epoch 8
         batch_size=64,
         warmup_steps=400,
-        learning_rate_scale=2.0,
+        learning_rate_scale=0.5,  # peak 2.2e-3; 2.0 (8.8e-3) diverged in epoch 2
         train_size=48000,
         max_length=48,
     ),

@@ -1,0 +1,130 @@
+"""The command-line entry points, end to end (slow ones are marked)."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TATOEBA = os.path.join(ROOT, "..", "shared", "data", "tatoeba-eng-fra.tsv")
+
+
+def run(*args, timeout=900, **kwargs):
+    return subprocess.run(
+        [sys.executable, "-m", *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout, **kwargs
+    )
+
+
+def evaluation(export_dir, version="1"):
+    with open(os.path.join(export_dir, version, "assets.extra", "evaluation.json")) as file:
+        return json.load(file)
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--epochs", "0"], "positive integer"),
+        (["--batch-size", "-2"], "positive integer"),
+        (["--preset", "huge"], "invalid choice"),
+        (["--dataset", "nonsense"], "Unknown dataset"),
+        (["--dataset", "missing.tsv"], "not found"),
+    ],
+)
+def test_train_rejects_bad_arguments(args, message, tmp_path):
+    result = run("training.train", *args, "--export-dir", str(tmp_path / "m"), timeout=300)
+    assert result.returncode != 0
+    assert message in result.stderr
+
+
+def test_train_help_documents_every_flag():
+    result = run("training.train", "--help", timeout=300)
+    for flag in ("--dataset", "--preset", "--epochs", "--batch-size", "--train-size", "--export-dir",
+                 "--reverse", "--work-dir", "--strategy", "--mixed-precision", "--jit-compile"):
+        assert flag in result.stdout
+
+
+@pytest.mark.slow
+def test_smoke_dates_train_translate_plot(tmp_path):
+    export_dir = str(tmp_path / "dates")
+    result = run("training.train", "--preset", "tiny", "--epochs", "1", "--train-size", "600", "--export-dir", export_dir)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Epoch 1/1" in result.stdout and "Held-out metrics" in result.stdout
+    metrics = evaluation(export_dir)["metrics"]
+    assert metrics["examples"] >= 2000 and 0.0 <= metrics["exact_match"] <= 1.0
+    assert os.path.isdir(export_dir + ".work/logs")  # TensorBoard logs in the work dir
+    texts = ["25 septembre 2009", "", "Tuesday, June 25, 2009"]
+    result = run("training.translate", "--model", export_dir, *texts, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert len(result.stdout.splitlines()) == 3 and result.stdout.splitlines()[1] == ""
+    result = run("training.translate", "--model", export_dir, input="25/06/2009\n3 mai 1999\n", timeout=300)
+    assert len(result.stdout.splitlines()) == 2
+    png = str(tmp_path / "attention.png")
+    result = run("training.plot_attention", "--model", export_dir, "--output", png, "25 septembre 2009", timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    with open(png, "rb") as file:
+        assert file.read(8) == b"\x89PNG\r\n\x1a\n"
+    result = run("training.list_ops", export_dir, timeout=300)
+    assert result.returncode == 0 and '"custom": []' in result.stdout
+
+
+@pytest.mark.slow
+def test_smoke_tsv(tmp_path):
+    export_dir = str(tmp_path / "fr-en")
+    result = run(
+        "training.train", "--dataset", TATOEBA, "--reverse", "--preset", "tiny", "--epochs", "1",
+        "--train-size", "800", "--vocab-size", "400", "--export-dir", export_dir,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    metrics = evaluation(export_dir)["metrics"]
+    assert {"bleu", "chrf"} <= set(metrics)
+    result = run("training.translate", "--model", export_dir, "Jane visite l'Afrique en septembre.", timeout=300)
+    assert result.returncode == 0 and len(result.stdout.splitlines()) == 1
+
+
+@pytest.mark.slow
+def test_resumes_after_sigkill(tmp_path):
+    export_dir = str(tmp_path / "dates")
+    command = [sys.executable, "-m", "training.train", "--preset", "tiny", "--epochs", "3",
+               "--train-size", "4000", "--export-dir", export_dir]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    seen = ""
+    try:
+        deadline = time.time() + 600
+        while "Epoch 2/3" not in seen and time.time() < deadline:
+            line = process.stdout.readline()
+            if not line:
+                break
+            seen += line
+        assert "Epoch 2/3" in seen, seen[-3000:]
+        time.sleep(1.0)  # in the middle of epoch 2
+        process.send_signal(signal.SIGKILL)
+        process.wait(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert not os.path.exists(os.path.join(export_dir, "1"))  # killed before exporting
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=900, env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    epochs = [line.split()[1] for line in result.stdout.splitlines() if line.startswith("Epoch ")]
+    assert epochs and epochs[0] == "2/3", epochs  # resumed past epoch 1, not from zero
+    assert evaluation(export_dir)["metrics"]["examples"] > 0
+
+
+@pytest.mark.slow
+def test_default_job_reaches_its_score(tmp_path):
+    """The README's main job, as CI runs it: ≥ 99.5 % exact match on held-out dates."""
+    export_dir = str(tmp_path / "dates")
+    result = run("training.train", "--export-dir", export_dir, timeout=1800)
+    assert result.returncode == 0, result.stderr[-3000:]
+    metrics = evaluation(export_dir)["metrics"]
+    print("default dates job:", metrics)
+    assert metrics["examples"] >= 2000
+    assert metrics["exact_match"] >= 0.995
+    result = run("training.translate", "--model", export_dir, "25 septembre 2009", "Tuesday, June 25, 2009", timeout=300)
+    assert result.stdout.splitlines() == ["2009-09-25", "2009-06-25"]

@@ -1,0 +1,158 @@
+"""Datasets, tokenizers and the input pipeline."""
+
+import datetime
+import re
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tf_transformer.tokenizers import END, START, CharacterTokenizer, SentencePieceTokenizer, load_tokenizers, save_tokenizers
+from training import dates, pipeline, tsv
+
+
+@pytest.fixture(scope="module")
+def date_splits():
+    return dates.load(num_examples=6000, test_size=1000, seed=0)
+
+
+def test_dates_are_reproducible_and_splits_disjoint(date_splits):
+    again = dates.load(num_examples=6000, test_size=1000, seed=0)
+    assert again == date_splits
+    train, validation, test = (set(date_splits[s][0]) for s in ("train", "validation", "test"))
+    assert not train & validation and not train & test and not validation & test
+    assert len(date_splits["test"][0]) == 1000
+
+
+def test_dates_targets_are_iso_and_in_range(date_splits):
+    for split in date_splits.values():
+        for iso in split[1]:
+            date = datetime.date.fromisoformat(iso)
+            assert dates.FIRST_DAY <= date <= dates.LAST_DAY
+
+
+def test_dates_cover_languages_and_forms(date_splits):
+    text = " ".join(date_splits["train"][0])
+    for word in ("September", "septembre", "septiembre", "September", "settembre", "setembro", "september"):
+        assert word in text, word
+    assert re.search(r"\b\d{1,2}(st|nd|rd|th)\b", text)  # English ordinals
+    assert re.search(r"\b\d{4}-\d{2}-\d{2}\b", text)  # ISO itself
+    assert re.search(r"\b\d{1,2}\.\d{1,2}\.\d{2}\b", text)  # dotted two-digit years
+
+
+def test_dates_reading_rules(date_splits):
+    pairs = dict(zip(*date_splits["train"])) | dict(zip(*date_splits["test"]))
+    checked = {"slash_four": 0, "two_digit": 0, "month_first": 0}
+    for text, iso in pairs.items():
+        year, month, day = map(int, iso.split("-"))
+        numeric = re.fullmatch(r"(\d{1,2})([/.\-])(\d{1,2})\2(\d{2}|\d{4})", text)
+        if not numeric:
+            continue
+        first, _, second, year_text = numeric.groups()
+        first, second = int(first), int(second)
+        if len(year_text) == 2:
+            assert 1950 <= year <= 2049 and year % 100 == int(year_text)
+            checked["two_digit"] += 1
+        if second > 12:  # only US month-first dates can have this
+            assert (month, day) == (first, second)
+            checked["month_first"] += 1
+        else:  # day-first, including 03/04/2009 = 3 April
+            assert (day, month) == (first, second), (text, iso)
+            checked["slash_four"] += len(year_text) == 4
+    assert all(count > 20 for count in checked.values()), checked
+
+
+def test_dates_wrong_weekday_does_not_change_the_date():
+    rng = __import__("random").Random(0)
+    date = datetime.date(2009, 6, 25)  # a Thursday
+    texts = {dates.render(date, "en_US", "pattern", "EEEE, MMMM d, y", rng) for _ in range(40)}
+    assert "Thursday, June 25, 2009" in texts and len(texts) > 1  # some carry another weekday
+
+
+def write(tmp_path, text, name="pairs.tsv"):
+    path = tmp_path / name
+    path.write_text(text, encoding="utf-8")
+    return str(path)
+
+
+def test_tsv_reads_pairs_ignores_extra_columns_and_reverses(tmp_path):
+    path = write(tmp_path, "Go.\tVa !\tCC-BY 2.0 (France) Attribution\nHi.\tSalut.\n\n")
+    sources, targets, malformed = tsv.read_pairs(path)
+    assert sources == ["Go.", "Hi."] and targets == ["Va !", "Salut."] and malformed == []
+    sources, targets, _ = tsv.read_pairs(path, reverse=True)
+    assert sources == ["Va !", "Salut."]
+
+
+def test_tsv_errors(tmp_path):
+    with pytest.raises(tsv.DatasetError, match="not found"):
+        tsv.read_pairs(str(tmp_path / "missing.tsv"))
+    with pytest.raises(tsv.DatasetError, match="empty"):
+        tsv.read_pairs(write(tmp_path, "\n\n", "empty.tsv"))
+    with pytest.raises(tsv.DatasetError, match=r"lines 2, 3"):
+        tsv.read_pairs(write(tmp_path, "a\tb\nno tab here\n\tonly target\nc\td\n", "bad.tsv"))
+    # A rare malformed line in a big corpus is skipped and reported, never silently.
+    lines = "".join(f"s{i}\tt{i}\n" for i in range(300)) + "broken line\n"
+    sources, _, malformed = tsv.read_pairs(write(tmp_path, lines, "big.tsv"))
+    assert len(sources) == 300 and malformed == [301]
+
+
+def test_tsv_splits_keep_a_source_in_one_split(tmp_path):
+    lines = "".join(f"sentence {i}\ttranslation {i}{suffix}\n" for i in range(400) for suffix in ("", " bis"))
+    splits = tsv.load(write(tmp_path, lines), validation_size=40, test_size=40, log=lambda message: None)
+    train, test = set(splits["train"][0]), set(splits["test"][0])
+    assert not train & test and len(splits["test"][0]) >= 40
+
+
+SENTENCES = ["Où est-ce que tu vas ? « Ça alors ! »", "Jane visite l'Afrique en septembre.", "Il a 25 ans, n'est-ce pas ?"]
+
+
+def test_character_tokenizer_round_trip(tmp_path):
+    tokenizer = CharacterTokenizer.train(SENTENCES + ["2009-06-25"])
+    ids = tokenizer.tokenize(tf.constant(SENTENCES + ["2009-06-25", ""]))
+    assert int(tf.reduce_min(ids.flat_values)) >= 4  # no reserved ids from text
+    for decoded in (tokenizer.detokenize(ids), tokenizer.detokenize(ids.to_tensor())):
+        assert [t.decode() for t in decoded.numpy()] == SENTENCES + ["2009-06-25", ""]
+    with_specials = tf.constant([[START, *ids[1].numpy().tolist(), END, 0, 0]])
+    assert tokenizer.detokenize(with_specials).numpy()[0].decode() == SENTENCES[1]
+    save_tokenizers(str(tmp_path), tokenizer, tokenizer)
+    source, _ = load_tokenizers(str(tmp_path))
+    assert source.characters == tokenizer.characters
+
+
+def test_sentencepiece_tokenizer_round_trip(tmp_path):
+    corpus = [line.split("\t")[1] for line in open("../shared/data/tatoeba-eng-fra.tsv", encoding="utf-8")][:3000]
+    tokenizer = SentencePieceTokenizer.train(corpus, vocab_size=600)
+    ids = tokenizer.tokenize(tf.constant(SENTENCES + ["Zürich ☃"]))  # unseen characters: byte fallback
+    decoded = [t.decode() for t in tokenizer.detokenize(ids.to_tensor()).numpy()]
+    assert decoded == SENTENCES + ["Zürich ☃"]
+    save_tokenizers(str(tmp_path), tokenizer, tokenizer)
+    reloaded, _ = load_tokenizers(str(tmp_path))
+    np.testing.assert_array_equal(reloaded.tokenize(tf.constant(SENTENCES)).to_tensor(), ids[:3].to_tensor())
+
+
+def test_pipeline_shapes_teacher_forcing_and_bucketing(date_splits):
+    sources, targets = date_splits["train"]
+    source_tokenizer, target_tokenizer = CharacterTokenizer.train(sources), CharacterTokenizer.train(targets)
+    source_ids, target_ids, dropped = pipeline.encode_pairs(sources, targets, source_tokenizer, target_tokenizer, 24)
+    assert dropped > 0  # the longest dates exceed 24 characters and are dropped, not cut
+    assert int(tf.reduce_max(source_ids.row_lengths())) <= 24
+    dataset = pipeline.make_dataset(source_ids, target_ids, batch_size=32, max_length=24, shuffle=True)
+    real = padded = 0
+    for inputs, labels in dataset.take(40):
+        encoder, decoder = inputs["encoder_tokens"].numpy(), inputs["decoder_tokens"].numpy()
+        labels = labels.numpy()
+        assert encoder.dtype == np.int32 and decoder.shape == labels.shape
+        # Training batches have a few fixed shapes: full batches, bucket-boundary lengths.
+        assert len(encoder) == 32 and encoder.shape[1] in (7, 11, 15, 19, 23, 24)
+        assert np.all(decoder[:, 0] == START)
+        np.testing.assert_array_equal(decoder[:, 1:], labels[:, :-1])  # shifted by one
+        assert np.all((labels == END).sum(1) == 1)
+        real += (encoder != 0).sum()
+        padded += encoder.size
+    # Bucketing keeps padding well below plain padded batches of the same data.
+    plain = tf.data.Dataset.from_tensor_slices(source_ids).map(tf.identity).shuffle(10000, seed=0).padded_batch(32)
+    plain_real = plain_padded = 0
+    for batch in plain.take(40):
+        plain_real += (batch.numpy() != 0).sum()
+        plain_padded += batch.numpy().size
+    assert real / padded > 0.75 and real / padded > plain_real / plain_padded + 0.1

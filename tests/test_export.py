@@ -1,0 +1,125 @@
+"""The SavedModel for TF Serving: text in, text out, without this package."""
+
+import json
+import os
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tf_transformer import TransformerConfig, build_transformer, export, recipe
+from tf_transformer.tokenizers import CharacterTokenizer, SentencePieceTokenizer
+
+TEXTS = ["25 septembre 2009", "Tuesday, June 25, 2009", "2009-06-25", "3 de abril de 1975"]
+
+
+def tiny_trained_model(source_tokenizer, target_tokenizer):
+    # No reseeding here: in eager mode setting a seed clears TensorFlow's kernel
+    # cache, and with it the SentencePiece model resource of a live tokenizer.
+    config = TransformerConfig.preset(
+        "tiny", num_layers=1, source_vocab_size=source_tokenizer.vocab_size,
+        target_vocab_size=target_tokenizer.vocab_size, max_length=32,
+    )
+    model = build_transformer(config)
+    model.compile(recipe.paper_optimizer(config.d_model, 10), recipe.MaskedSparseCategoricalCrossentropy())
+    source = source_tokenizer.tokenize(tf.constant(TEXTS)).to_tensor()
+    target = np.pad(np.array([[1, 5, 6, 7, 2]] * len(TEXTS), "int32"), ((0, 0), (0, 1)))
+    model.fit({"encoder_tokens": source, "decoder_tokens": target[:, :-1]}, target[:, 1:], epochs=2, verbose=0)
+    return model
+
+
+@pytest.fixture(scope="module")
+def character_export(tmp_path_factory):
+    keras.utils.set_random_seed(0)
+    source_tokenizer = CharacterTokenizer.train(TEXTS)
+    target_tokenizer = CharacterTokenizer.train(["0123456789-"])
+    model = tiny_trained_model(source_tokenizer, target_tokenizer)
+    export_dir = str(tmp_path_factory.mktemp("saved_models") / "dates")
+    path = export.export(model, source_tokenizer, target_tokenizer, export_dir, extra_files={"note.json": {"a": 1}})
+    return export_dir, path, model
+
+
+LOAD_WITHOUT_PACKAGE = """
+import sys
+sys.modules["tf_transformer"] = None  # importing the package now fails: the export must not need it
+import json, tensorflow as tf
+serve = tf.saved_model.load(sys.argv[1]).signatures["serving_default"]
+beam = tf.saved_model.load(sys.argv[1]).signatures["beam_search"]
+batches = [[""], ["25 septembre 2009"], ["x" * 5000], ["", "25/06/2009", "x" * 5000, "   ", "Tuesday, June 25, 2009"]]
+results = []
+for batch in batches:
+    for signature in (serve, beam):
+        out = signature(text=tf.constant(batch))["translation"]
+        assert out.dtype == tf.string and out.shape == (len(batch),), out
+        results.append([t.decode() for t in out.numpy()])
+print(json.dumps(results))
+"""
+
+
+def test_loads_and_serves_without_the_package(character_export):
+    export_dir, path, _ = character_export
+    assert path == os.path.join(export_dir, "1")
+    result = subprocess.run(
+        [sys.executable, "-c", LOAD_WITHOUT_PACKAGE, path], capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-4000:]
+    results = json.loads(result.stdout.strip().splitlines()[-1])
+    assert results[0] == [""] and results[1] == [""]  # empty in, empty out
+    mixed = results[6]
+    assert mixed[0] == "" and mixed[3] == "" and len(mixed) == 5
+
+
+def test_signatures_listed_by_saved_model_cli(character_export):
+    _, path, _ = character_export
+    cli = os.path.join(os.path.dirname(sys.executable), "saved_model_cli")
+    result = subprocess.run([cli, "show", "--dir", path, "--all"], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    for name in ("serving_default", "beam_search", "text", "translation"):
+        assert name in result.stdout
+
+
+def test_character_export_needs_only_core_ops(character_export):
+    _, path, _ = character_export
+    assert export.non_core_ops(path) == {"custom": [], "xla": []}
+
+
+def test_assets_and_versions(character_export):
+    export_dir, path, model = character_export
+    extra = os.path.join(path, "assets.extra")
+    assert sorted(os.listdir(extra)) == sorted(
+        ["model.keras", "note.json", "source_tokenizer.json", "target_tokenizer.json", "tokenizers.json"]
+    )
+    reloaded = keras.saving.load_model(os.path.join(extra, "model.keras"))
+    tokens = {"encoder_tokens": np.array([[5, 6, 7]]), "decoder_tokens": np.array([[1, 5]])}
+    np.testing.assert_array_equal(reloaded(tokens), model(tokens))
+    assert export.next_version(export_dir) == 2
+    # Nothing half-written is left beside the versions.
+    assert [name for name in os.listdir(export_dir) if not name.isdigit()] == []
+
+
+def test_export_matches_in_process_decoding(character_export):
+    _, path, model = character_export
+    from tf_transformer import decoding
+    from tf_transformer.tokenizers import END, START
+
+    source_tokenizer = CharacterTokenizer.train(TEXTS)
+    target_tokenizer = CharacterTokenizer.train(["0123456789-"])
+    ids = decoding.greedy_search(model, source_tokenizer.tokenize(tf.constant(TEXTS)).to_tensor(), START, END, 32)
+    expected = target_tokenizer.detokenize(ids).numpy()
+    served = tf.saved_model.load(path).signatures["serving_default"](text=tf.constant(TEXTS))["translation"].numpy()
+    np.testing.assert_array_equal(served, expected)
+
+
+def test_subword_export_lists_its_custom_op(tmp_path):
+    corpus = [line.split("\t")[0] for line in open("../shared/data/tatoeba-eng-fra.tsv", encoding="utf-8")][:2000]
+    tokenizer = SentencePieceTokenizer.train(corpus, vocab_size=400)
+    model = tiny_trained_model(tokenizer, tokenizer)
+    path = export.export(model, tokenizer, tokenizer, str(tmp_path / "text"))
+    script = "import sys, json; from tf_transformer.export import non_core_ops; print(json.dumps(non_core_ops(sys.argv[1])))"
+    result = subprocess.run([sys.executable, "-c", script, path], capture_output=True, text=True, timeout=300)
+    found = json.loads(result.stdout.strip().splitlines()[-1])
+    assert any("Sentencepiece" in op for op in found["custom"]), found
+    assert found["xla"] == []

@@ -52,7 +52,7 @@ def test_smoke_dates_train_translate_plot(tmp_path):
     export_dir = str(tmp_path / "dates")
     result = run("training.train", "--preset", "tiny", "--epochs", "1", "--train-size", "600", "--export-dir", export_dir)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "Epoch 1/1" in result.stdout and "Held-out metrics" in result.stdout
+    assert "Held-out metrics" in result.stdout
     metrics = evaluation(export_dir)["metrics"]
     assert metrics["examples"] >= 2000 and 0.0 <= metrics["exact_match"] <= 1.0
     assert os.path.isdir(export_dir + ".work/logs")  # TensorBoard logs in the work dir

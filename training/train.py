@@ -108,6 +108,8 @@ def make_tokenizers(config, splits, work_dir):
     sources, targets = splits["train"]
     if config.tokenizer == "character":
         source, target = CharacterTokenizer.train(sources), CharacterTokenizer.train(targets)
+    elif config.shared_vocabulary:
+        source = target = SentencePieceTokenizer.train(sources + targets, config.vocab_size)
     else:
         source = SentencePieceTokenizer.train(sources, config.vocab_size)
         target = SentencePieceTokenizer.train(targets, config.vocab_size)
@@ -116,12 +118,15 @@ def make_tokenizers(config, splits, work_dir):
 
 
 def make_strategy(name):
+    """The tf.distribute strategy; `auto` is mirrored over several GPUs, else Keras's default."""
     if name == "multi-worker":
         return tf.distribute.MultiWorkerMirroredStrategy()
     gpus = tf.config.list_logical_devices("GPU")
     if name == "mirrored" or (name == "auto" and len(gpus) > 1):
         return tf.distribute.MirroredStrategy()
-    return tf.distribute.OneDeviceStrategy(gpus[0].name if gpus else "/cpu:0")
+    if name == "one-device":
+        return tf.distribute.OneDeviceStrategy(gpus[0].name if gpus else "/cpu:0")
+    return tf.distribute.get_strategy()  # the default: no distribution wrapper around the data
 
 
 def translate_all(translate, texts, batch_size=256):

@@ -1,0 +1,1 @@
+"""Reproducible speed comparisons against peers (python -m benchmarks.run)."""

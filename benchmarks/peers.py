@@ -1,0 +1,166 @@
+"""The same encoder–decoder Transformer built three ways, for the benchmarks.
+
+* `ours`: `tf_transformer.build_transformer`.
+* `keras_hub`: KerasHub's `TransformerEncoder`/`TransformerDecoder` with a
+  token `Embedding` + `SinePositionEncoding`, and a `Dense` output.
+* `keras_mha`: the TensorFlow text tutorial's structure on
+  `keras.layers.MultiHeadAttention` (attention + Add + LayerNormalization,
+  FFN + Add + LayerNormalization).
+
+Same widths, heads (per-head size d_model // num_heads), FFN, vocabulary and
+dropout; `check_same_size` asserts that the parameter counts match. All
+three use `keras.ops`/Keras layers only, so they run on TensorFlow and JAX.
+"""
+
+import keras
+from keras import ops
+
+import tf_transformer
+
+
+def build_ours(size):
+    config = tf_transformer.TransformerConfig(
+        num_layers=size["layers"], d_model=size["d_model"], num_heads=size["heads"], dff=size["dff"],
+        dropout=size["dropout"], source_vocab_size=size["vocab"], target_vocab_size=size["vocab"],
+        max_length=size["length"] + 1,
+    )
+    return tf_transformer.build_transformer(config)
+
+
+def _embed(tokens, size, name):
+    import keras_hub
+
+    x = keras.layers.Embedding(size["vocab"], size["d_model"], mask_zero=True, name=f"{name}_embedding")(tokens)
+    x = x + keras_hub.layers.SinePositionEncoding(name=f"{name}_position")(x)
+    return keras.layers.Dropout(size["dropout"])(x)
+
+
+def build_keras_hub(size):
+    import keras_hub
+
+    encoder_tokens = keras.Input((None,), dtype="int32", name="encoder_tokens")
+    decoder_tokens = keras.Input((None,), dtype="int32", name="decoder_tokens")
+    x = _embed(encoder_tokens, size, "source")
+    for i in range(size["layers"]):
+        x = keras_hub.layers.TransformerEncoder(
+            size["dff"], size["heads"], dropout=size["dropout"], layer_norm_epsilon=1e-6, name=f"encoder_{i}"
+        )(x, padding_mask=ops.not_equal(encoder_tokens, 0))
+    context = x
+    y = _embed(decoder_tokens, size, "target")
+    for i in range(size["layers"]):
+        y = keras_hub.layers.TransformerDecoder(
+            size["dff"], size["heads"], dropout=size["dropout"], layer_norm_epsilon=1e-6, name=f"decoder_{i}"
+        )(y, context, decoder_padding_mask=ops.not_equal(decoder_tokens, 0),
+          encoder_padding_mask=ops.not_equal(encoder_tokens, 0))
+    logits = keras.layers.Dense(size["vocab"], name="logits")(y)
+    return keras.Model({"encoder_tokens": encoder_tokens, "decoder_tokens": decoder_tokens}, logits)
+
+
+class _Attention(keras.layers.Layer):
+    """The tutorial's BaseAttention: keras MHA, Add, LayerNormalization."""
+
+    def __init__(self, size, causal=False, **kwargs):
+        super().__init__(**kwargs)
+        self.causal = causal
+        self.mha = keras.layers.MultiHeadAttention(
+            size["heads"], size["d_model"] // size["heads"], dropout=size["dropout"]
+        )
+        self.norm = keras.layers.LayerNormalization(epsilon=1e-6)
+        self.add = keras.layers.Add()
+        self.dropout = keras.layers.Dropout(size["dropout"])
+
+    def call(self, x, context=None):
+        context = x if context is None else context
+        y = self.mha(query=x, value=context, key=context, use_causal_mask=self.causal)
+        return self.norm(self.add([x, self.dropout(y)]))
+
+
+class _FeedForward(keras.layers.Layer):
+    def __init__(self, size, **kwargs):
+        super().__init__(**kwargs)
+        self.inner = keras.layers.Dense(size["dff"], activation="relu")
+        self.outer = keras.layers.Dense(size["d_model"])
+        self.dropout = keras.layers.Dropout(size["dropout"])
+        self.norm = keras.layers.LayerNormalization(epsilon=1e-6)
+
+    def call(self, x):
+        return self.norm(x + self.dropout(self.outer(self.inner(x))))
+
+
+def build_keras_mha(size):
+    encoder_tokens = keras.Input((None,), dtype="int32", name="encoder_tokens")
+    decoder_tokens = keras.Input((None,), dtype="int32", name="decoder_tokens")
+    x = _embed(encoder_tokens, size, "source")
+    for _ in range(size["layers"]):
+        x = _FeedForward(size)(_Attention(size)(x))
+    y = _embed(decoder_tokens, size, "target")
+    for _ in range(size["layers"]):
+        y = _Attention(size, causal=True)(y)
+        y = _Attention(size)(y, x)
+        y = _FeedForward(size)(y)
+    logits = keras.layers.Dense(size["vocab"], name="logits")(y)
+    return keras.Model({"encoder_tokens": encoder_tokens, "decoder_tokens": decoder_tokens}, logits)
+
+
+BUILDERS = {"ours": build_ours, "keras_hub": build_keras_hub, "keras_mha": build_keras_mha}
+
+
+def check_same_size(models):
+    counts = {name: model.count_params() for name, model in models.items()}
+    if len(set(counts.values())) != 1:
+        raise AssertionError(f"The implementations differ in size: {counts}")
+    return counts
+
+
+def keras_hub_greedy(model, encoder_tokens, start_id, new_tokens):
+    """Greedy decoding with KerasHub's caches, as its samplers use them.
+
+    Each `TransformerDecoder` gets a `[B, 2, L, H, K]` self-attention cache
+    updated at `self_attention_cache_update_index`, one token per step, and
+    the cross-attention keys/values computed once (`cross_attention_cache`).
+    """
+    layers = {layer.name: layer for layer in model.layers}
+    decoders = sorted((l for n, l in layers.items() if n.startswith("decoder_")), key=lambda l: l.name)
+    encoders = sorted((l for n, l in layers.items() if n.startswith("encoder_")), key=lambda l: l.name)
+    source_mask = ops.not_equal(encoder_tokens, 0)
+    x = layers["source_embedding"](encoder_tokens)
+    x = x + layers["source_position"](x)
+    for encoder in encoders:
+        x = encoder(x, padding_mask=source_mask)
+    batch = ops.shape(encoder_tokens)[0]
+    length = new_tokens + 1
+    heads = decoders[0].num_heads
+    key_dim = decoders[0]._self_attention_layer._key_dim
+    self_caches = [ops.zeros((batch, 2, length, heads, key_dim)) for _ in decoders]
+    cross_caches = []
+    for decoder in decoders:
+        attention = decoder._cross_attention_layer
+        key = attention._key_dense(x)
+        value = attention._value_dense(x)
+        cross_caches.append(ops.stack([key, value], axis=1))
+    tokens = ops.concatenate(
+        [ops.full((batch, 1), start_id, "int32"), ops.zeros((batch, new_tokens), "int32")], axis=1
+    )
+    embedding, position = layers["target_embedding"], layers["target_position"]
+    logits_layer = layers["logits"]
+
+    def body(index, tokens, self_caches):
+        current = ops.slice(tokens, (0, index), (batch, 1))
+        y = embedding(current)
+        y = y + position(y, start_index=index)
+        new_caches = []
+        for decoder, self_cache, cross_cache in zip(decoders, self_caches, cross_caches):
+            y, self_cache, _ = decoder(
+                y, x, encoder_padding_mask=source_mask,
+                self_attention_cache=self_cache, self_attention_cache_update_index=index,
+                cross_attention_cache=cross_cache, cross_attention_cache_update_index=None,
+            )
+            new_caches.append(self_cache)
+        next_token = ops.cast(ops.argmax(logits_layer(y)[:, 0], axis=-1), "int32")
+        tokens = ops.slice_update(tokens, (0, index + 1), next_token[:, None])
+        return index + 1, tokens, new_caches
+
+    _, tokens, _ = ops.while_loop(
+        lambda index, tokens, caches: index < new_tokens, body, (0, tokens, self_caches)
+    )
+    return tokens

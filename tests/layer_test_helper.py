@@ -111,3 +111,18 @@ def run_layer_test(
         assert all(keras.backend.standardize_dtype(w.dtype) == "float32" for w in mixed.weights)
         assert np.all(np.isfinite(keras.ops.convert_to_numpy(keras.ops.cast(mixed_output, "float32"))))
     return layer, output
+
+
+def run_on_jax(script, expected):
+    """Runs `script` in a fresh process with KERAS_BACKEND=jax; asserts it printed `expected`."""
+    import os
+    import subprocess
+    import sys
+
+    import pytest
+
+    pytest.importorskip("jax")
+    env = {**os.environ, "KERAS_BACKEND": "jax", "JAX_PLATFORMS": "cpu"}
+    result = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-4000:]
+    assert expected in result.stdout

@@ -1,14 +1,11 @@
 """Greedy and beam search: cache == no cache == the full model, XLA, JAX."""
 
-import os
-import subprocess
-import sys
-
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
+from layer_test_helper import run_on_jax
 from tf_transformer import TransformerConfig, build_transformer, decoding
 
 START, END, MAX_LENGTH = 1, 2, 12
@@ -140,8 +137,4 @@ print("jax decode ok")
 
 
 def test_greedy_decoding_on_jax():
-    pytest.importorskip("jax")
-    env = {**os.environ, "KERAS_BACKEND": "jax", "JAX_PLATFORMS": "cpu"}
-    result = subprocess.run([sys.executable, "-c", JAX_DECODE], env=env, capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stderr[-4000:]
-    assert "jax decode ok" in result.stdout
+    run_on_jax(JAX_DECODE, "jax decode ok")

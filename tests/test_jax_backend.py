@@ -1,10 +1,6 @@
 """The same model on the JAX backend (a subprocess: the backend is chosen at import)."""
 
-import os
-import subprocess
-import sys
-
-import pytest
+from layer_test_helper import run_on_jax
 
 JAX_SCRIPT = """
 import numpy as np, keras
@@ -29,10 +25,4 @@ print("jax ok", losses[0], losses[-1])
 
 
 def test_trains_and_runs_on_jax():
-    pytest.importorskip("jax")
-    env = {**os.environ, "KERAS_BACKEND": "jax", "JAX_PLATFORMS": "cpu"}
-    result = subprocess.run(
-        [sys.executable, "-c", JAX_SCRIPT], env=env, capture_output=True, text=True, timeout=600
-    )
-    assert result.returncode == 0, result.stderr[-4000:]
-    assert "jax ok" in result.stdout
+    run_on_jax(JAX_SCRIPT, "jax ok")

@@ -1,12 +1,10 @@
 """The paper's schedule, the masked label-smoothed loss and the masked accuracy."""
 
-import os
-import subprocess
-import sys
-
 import keras
 import numpy as np
 import pytest
+
+from layer_test_helper import run_on_jax
 
 from tf_transformer import recipe
 
@@ -90,8 +88,4 @@ print("jax recipe ok", loss[0], loss[-1], history.history["masked_accuracy"][-1]
 
 
 def test_recipe_trains_on_jax():
-    pytest.importorskip("jax")
-    env = {**os.environ, "KERAS_BACKEND": "jax", "JAX_PLATFORMS": "cpu"}
-    result = subprocess.run([sys.executable, "-c", JAX_RECIPE], env=env, capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stderr[-4000:]
-    assert "jax recipe ok" in result.stdout
+    run_on_jax(JAX_RECIPE, "jax recipe ok")

@@ -22,7 +22,7 @@ def build_ours(size):
     config = tf_transformer.TransformerConfig(
         num_layers=size["layers"], d_model=size["d_model"], num_heads=size["heads"], dff=size["dff"],
         dropout=size["dropout"], source_vocab_size=size["vocab"], target_vocab_size=size["vocab"],
-        max_length=size["length"] + 1,
+        max_length=size.get("positions", size["length"] + 1),
     )
     return tf_transformer.build_transformer(config)
 
@@ -119,9 +119,11 @@ def keras_hub_greedy(model, encoder_tokens, start_id, new_tokens):
     updated at `self_attention_cache_update_index`, one token per step, and
     the cross-attention keys/values computed once (`cross_attention_cache`).
     """
+    import keras_hub
+
     layers = {layer.name: layer for layer in model.layers}
-    decoders = sorted((l for n, l in layers.items() if n.startswith("decoder_")), key=lambda l: l.name)
-    encoders = sorted((l for n, l in layers.items() if n.startswith("encoder_")), key=lambda l: l.name)
+    encoders = [l for l in model.layers if isinstance(l, keras_hub.layers.TransformerEncoder)]
+    decoders = [l for l in model.layers if isinstance(l, keras_hub.layers.TransformerDecoder)]
     source_mask = ops.not_equal(encoder_tokens, 0)
     x = layers["source_embedding"](encoder_tokens)
     x = x + layers["source_position"](x)

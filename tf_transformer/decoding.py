@@ -37,10 +37,10 @@ def _write(buffer, index, values):
     return ops.where(here, ops.expand_dims(values, -1), buffer)
 
 
-def _next_token_log_probs(parts, tokens, index, cache, context, context_padding_mask, use_cache):
-    """Log-probabilities `[B, V]` of the token after position `index`, and the new cache.
+def _next_token_logits(parts, tokens, index, cache, context, context_padding_mask, use_cache):
+    """float32 logits `[B, V]` of the token after position `index`, and the new cache.
 
-    Padding (id 0) is never generated.
+    Padding (id 0) is never generated: its logit is set very low.
     """
     if use_cache:
         current = ops.take_along_axis(tokens, ops.full((ops.shape(tokens)[0], 1), index, "int32"), axis=1)
@@ -55,8 +55,7 @@ def _next_token_log_probs(parts, tokens, index, cache, context, context_padding_
         )[:, 0]
     logits = ops.cast(logits, "float32")
     is_padding = ops.equal(ops.arange(ops.shape(logits)[-1]), 0)
-    logits = ops.where(is_padding, _NEG_INF, logits)
-    return ops.log_softmax(logits, axis=-1), cache
+    return ops.where(is_padding, _NEG_INF, logits), cache
 
 
 def greedy_search(model, encoder_tokens, start_id, end_id, max_length, use_cache=True):
@@ -91,10 +90,8 @@ def greedy_search(model, encoder_tokens, start_id, end_id, max_length, use_cache
         return ops.logical_and(index < max_length - 1, ops.logical_not(ops.all(finished)))
 
     def body(index, tokens, finished, cache):
-        log_probs, cache = _next_token_log_probs(
-            parts, tokens, index, cache, context, context_padding_mask, use_cache
-        )
-        next_token = ops.cast(ops.argmax(log_probs, axis=-1), "int32")
+        logits, cache = _next_token_logits(parts, tokens, index, cache, context, context_padding_mask, use_cache)
+        next_token = ops.cast(ops.argmax(logits, axis=-1), "int32")  # no softmax needed for the argmax
         next_token = ops.where(finished, 0, next_token)
         if end_id is not None:
             finished = ops.logical_or(finished, ops.equal(next_token, end_id))
@@ -158,9 +155,10 @@ def beam_search(model, encoder_tokens, start_id, end_id, max_length, beam_size=4
         return ops.logical_and(index < max_length - 1, ops.logical_not(ops.all(finished)))
 
     def body(index, tokens, log_probs, finished, lengths, cache):
-        step_log_probs, cache = _next_token_log_probs(
+        logits, cache = _next_token_logits(
             parts, merge(tokens), index, cache, context, context_padding_mask, use_cache=True
         )
+        step_log_probs = ops.log_softmax(logits, axis=-1)
         vocab_size = ops.shape(step_log_probs)[-1]
         step_log_probs = split(step_log_probs)  # [B, K, V]
         # A finished beam may only be extended by padding, at no cost.

@@ -121,7 +121,9 @@ def export(model, source_tokenizer, target_tokenizer, export_dir, max_output_len
 
 
 def latest_version(export_dir):
-    """The path of the newest version under `export_dir`."""
+    """The newest version under `export_dir`; `export_dir` itself if it is one version."""
+    if os.path.exists(os.path.join(export_dir, "saved_model.pb")):
+        return export_dir
     version = next_version(export_dir) - 1
     if version == 0:
         raise FileNotFoundError(f"No exported version under {export_dir} (expected {export_dir}/<version>/).")

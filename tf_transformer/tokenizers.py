@@ -26,7 +26,7 @@ _UNKNOWN_CHARACTER = "\ufffd"
 
 
 def _as_ragged(ids):
-    ids = tf.cast(ids, tf.int32) if not isinstance(ids, tf.RaggedTensor) else tf.cast(ids, tf.int32)
+    ids = tf.cast(ids, tf.int32)
     if not isinstance(ids, tf.RaggedTensor):
         ids = tf.RaggedTensor.from_tensor(ids)
     # Padding, start and end carry no text.

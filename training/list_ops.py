@@ -21,7 +21,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     from tf_transformer.export import latest_version, non_core_ops
 
-    path = args.model if os.path.exists(os.path.join(args.model, "saved_model.pb")) else latest_version(args.model)
+    path = latest_version(args.model)
     found = non_core_ops(path)
     print(json.dumps({"saved_model": path, **found}, indent=2))
     return 1 if found["custom"] or found["xla"] else 0

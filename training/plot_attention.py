@@ -36,7 +36,7 @@ def main(argv=None):
     from tf_transformer.model import TransformerParts
     from tf_transformer.tokenizers import END, START, load_tokenizers
 
-    path = args.model if os.path.exists(os.path.join(args.model, "saved_model.pb")) else latest_version(args.model)
+    path = latest_version(args.model)
     extra = os.path.join(path, "assets.extra")
     model = keras.saving.load_model(os.path.join(extra, "model.keras"))
     source_tokenizer, target_tokenizer = load_tokenizers(extra)

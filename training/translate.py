@@ -15,13 +15,6 @@ import sys
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 
-def latest_version(export_dir):
-    versions = [int(name) for name in os.listdir(export_dir) if name.isdigit()] if os.path.isdir(export_dir) else []
-    if not versions:
-        raise SystemExit(f"No exported model under {export_dir} (expected {export_dir}/<version>/saved_model.pb).")
-    return os.path.join(export_dir, str(max(versions)))
-
-
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m training.translate", description=__doc__.split("\n")[0])
     parser.add_argument("--model", required=True, help="export directory (its newest version is used) or one version")
@@ -37,7 +30,12 @@ def main(argv=None):
         import tensorflow_text  # noqa: F401  registers the SentencePiece ops of subword exports
     except ImportError:
         pass
-    path = args.model if os.path.exists(os.path.join(args.model, "saved_model.pb")) else latest_version(args.model)
+    from tf_transformer.export import latest_version
+
+    try:
+        path = latest_version(args.model)
+    except FileNotFoundError as error:
+        raise SystemExit(str(error)) from None
     signature = tf.saved_model.load(path).signatures["beam_search" if args.beam else "serving_default"]
     for start in range(0, len(texts), args.batch_size):
         batch = tf.constant(texts[start : start + args.batch_size], tf.string)

@@ -77,6 +77,7 @@ def test_smoke_tsv(tmp_path):
     result = run(
         "training.train", "--dataset", TATOEBA, "--reverse", "--preset", "tiny", "--epochs", "1",
         "--train-size", "800", "--vocab-size", "400", "--export-dir", export_dir,
+        "--mixed-precision", "bfloat16", "--jit-compile",  # the flags work end to end
     )
     assert result.returncode == 0, result.stderr[-3000:]
     metrics = evaluation(export_dir)["metrics"]

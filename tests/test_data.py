@@ -1,6 +1,7 @@
 """Datasets, tokenizers and the input pipeline."""
 
 import datetime
+import os
 import re
 
 import numpy as np
@@ -156,3 +157,43 @@ def test_pipeline_shapes_teacher_forcing_and_bucketing(date_splits):
         plain_real += (batch.numpy() != 0).sum()
         plain_padded += batch.numpy().size
     assert real / padded > 0.75 and real / padded > plain_real / plain_padded + 0.1
+
+
+def test_backup_falls_back_to_the_previous_one_when_the_latest_is_truncated(tmp_path):
+    import keras
+
+    from training.callbacks import BackupAndRestore
+
+    class StopAt(keras.callbacks.Callback):
+        def __init__(self, epoch):
+            super().__init__()
+            self.epoch = epoch
+
+        def on_epoch_begin(self, epoch, logs=None):
+            if epoch == self.epoch:
+                raise RuntimeError("killed")
+
+    x, y = np.ones((8, 3), "float32"), np.ones((8, 1), "float32")
+
+    def model():
+        m = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1)])
+        m.compile("sgd", "mse")
+        return m
+
+    backup = str(tmp_path / "backup")
+    with pytest.raises(RuntimeError, match="killed"):
+        model().fit(x, y, epochs=5, verbose=0, callbacks=[BackupAndRestore(backup), StopAt(3)])
+    latest = os.path.join(backup, "latest.weights.h5")
+    with open(latest, "r+b") as file:  # a crash in the middle of writing it
+        file.truncate(100)
+    messages, epochs = [], []
+    record = keras.callbacks.LambdaCallback(on_epoch_begin=lambda epoch, logs: epochs.append(epoch))
+    model().fit(x, y, epochs=5, verbose=0, callbacks=[BackupAndRestore(backup, log=messages.append), record])
+    assert len(messages) == 1 and latest in messages[0] and "previous backup" in messages[0]
+    assert epochs[0] == 2  # the previous backup (after epoch 2 of 5), not the truncated one (after 3)
+    # Nothing usable at all: a clear error naming the file.
+    os.makedirs(backup, exist_ok=True)
+    with open(latest, "wb") as file:
+        file.write(b"not a weights file")
+    with pytest.raises(RuntimeError, match="latest.weights.h5 cannot be read"):
+        model().fit(x, y, epochs=5, verbose=0, callbacks=[BackupAndRestore(backup)])

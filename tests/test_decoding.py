@@ -138,3 +138,14 @@ print("jax decode ok")
 
 def test_greedy_decoding_on_jax():
     run_on_jax(JAX_DECODE, "jax decode ok")
+
+
+def test_decoding_under_mixed_precision():
+    """bfloat16 compute, float32 variables: the cache keeps one dtype through the loop."""
+    keras.config.set_dtype_policy("mixed_bfloat16")
+    model = build_transformer(TransformerConfig.preset("tiny", source_vocab_size=16, target_vocab_size=16, max_length=16))
+    source = np.random.default_rng(0).integers(3, 16, size=(3, 5)).astype("int32")
+    for search in (decoding.greedy_search, decoding.beam_search):
+        tokens = tf.function(lambda s: search(model, s, START, END, MAX_LENGTH), jit_compile=True)(tf.constant(source))
+        assert tokens.shape == (3, MAX_LENGTH) and tokens.dtype == tf.int32
+        assert np.all(tokens.numpy()[:, 0] == START)

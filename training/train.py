@@ -22,6 +22,7 @@ import tensorflow as tf  # noqa: E402
 import tf_transformer  # noqa: E402
 from tf_transformer import recipe  # noqa: E402
 from tf_transformer.tokenizers import CharacterTokenizer, SentencePieceTokenizer, load_tokenizers, save_tokenizers  # noqa: E402
+from training import callbacks as callbacks_lib  # noqa: E402
 from training import dates, evaluate, pipeline, tsv  # noqa: E402
 from training.configs import CONFIGS  # noqa: E402
 
@@ -188,7 +189,7 @@ def main(argv=None):
         )
     best_weights = os.path.join(work_dir, "best.weights.h5")
     callbacks = [
-        keras.callbacks.BackupAndRestore(os.path.join(work_dir, "backup")),
+        callbacks_lib.BackupAndRestore(os.path.join(work_dir, "backup")),
         keras.callbacks.ModelCheckpoint(best_weights, monitor="val_loss", save_best_only=True, save_weights_only=True),
         keras.callbacks.TensorBoard(os.path.join(work_dir, "logs")),
     ]

@@ -187,8 +187,10 @@ class MultiHeadAttention(keras.layers.Layer):
         return kernel, bias
 
     def _project(self, x, kernel, bias):
-        x = ops.einsum("btd,dhk->bthk", x, kernel)  # [B, T, H, K]
-        return x if bias is None else x + bias
+        # Casts make the direct calls of `compute_cache` (outside Keras's
+        # autocast scope) compute in the layer's dtype too.
+        x = ops.einsum("btd,dhk->bthk", x, ops.cast(kernel, x.dtype))  # [B, T, H, K]
+        return x if bias is None else x + ops.cast(bias, x.dtype)
 
     def compute_cache(self, value, key=None):
         """Projects keys and values once: `(key [B, S, H, K], value [B, S, H, V])`.
@@ -196,7 +198,8 @@ class MultiHeadAttention(keras.layers.Layer):
         Used for cross-attention while decoding, where the encoder output
         does not change from one step to the next.
         """
-        key = value if key is None else key
+        key = ops.cast(value if key is None else key, self.compute_dtype)
+        value = ops.cast(value, self.compute_dtype)
         return (
             self._project(key, self.key_kernel, self.key_bias),
             self._project(value, self.value_kernel, self.value_bias),

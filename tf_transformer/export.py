@@ -74,7 +74,16 @@ def next_version(export_dir):
     return max(versions, default=0) + 1
 
 
-def export(model, source_tokenizer, target_tokenizer, export_dir, max_output_length=None, beam_size=4, extra_files=None):
+def export(
+    model,
+    source_tokenizer,
+    target_tokenizer,
+    export_dir,
+    max_output_length=None,
+    beam_size=4,
+    extra_files=None,
+    translator=None,
+):
     """Writes the model as `export_dir/<next version>/` and returns that path.
 
     Args:
@@ -86,11 +95,14 @@ def export(model, source_tokenizer, target_tokenizer, export_dir, max_output_len
         beam_size: the beam of the `beam_search` signature.
         extra_files: dict of file name → JSON-serialisable content written
             to `assets.extra/` (e.g. evaluation results).
+        translator: a `Translator` of this model already used (e.g. to
+            evaluate it), so its traced functions are reused, not traced again.
     """
     if keras.backend.backend() != "tensorflow":
         raise RuntimeError("Exporting a SavedModel needs the TensorFlow backend (KERAS_BACKEND=tensorflow).")
     os.makedirs(export_dir, exist_ok=True)
-    translator = Translator(model, source_tokenizer, target_tokenizer, max_output_length, beam_size)
+    if translator is None:
+        translator = Translator(model, source_tokenizer, target_tokenizer, max_output_length, beam_size)
     staging = tempfile.mkdtemp(prefix=".export-", dir=export_dir)  # same file system: rename is atomic
     try:
         tf.saved_model.save(

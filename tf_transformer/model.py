@@ -10,7 +10,6 @@ import re
 import keras
 from keras import ops
 
-from tf_transformer import masks
 from tf_transformer.config import TransformerConfig
 from tf_transformer.layers.decoder import run_decoder
 from tf_transformer.layers.decoder_block import DecoderBlock

@@ -215,7 +215,7 @@ def main(argv=None):
         for s, r, h in list(zip(test_sources, test_references, hypotheses))[:10]
     ]
     path = tf_transformer.export.export(
-        model, source_tokenizer, target_tokenizer, export_dir,
+        model, source_tokenizer, target_tokenizer, export_dir, translator=translator,
         extra_files={
             "evaluation.json": {"dataset": name, "metrics": metrics, "test_examples": examples,
                                 "samples": dict(zip(samples, sample_outputs))},

@@ -27,6 +27,17 @@ def build_ours(size):
     return tf_transformer.build_transformer(config)
 
 
+def build_ours_float32_logits(size):
+    """Ours with a float32 copy of the logits as output (a diagnostic variant).
+
+    What `build_transformer` did before its logits stayed in the compute
+    dtype; `--models ours ours_float32_logits` measures what the copy costs.
+    """
+    model = build_ours(size)
+    logits = keras.layers.Activation("linear", dtype="float32", name="float32_logits")(model.outputs[0])
+    return keras.Model(model.inputs, logits)
+
+
 def _embed(tokens, size, name):
     import keras_hub
 
@@ -54,6 +65,24 @@ def build_keras_hub(size):
           encoder_padding_mask=ops.not_equal(encoder_tokens, 0))
     logits = keras.layers.Dense(size["vocab"], name="logits")(y)
     return keras.Model({"encoder_tokens": encoder_tokens, "decoder_tokens": decoder_tokens}, logits)
+
+
+def build_keras_hub_fused(size):
+    """KerasHub with attention-weight dropout 0 (residual dropout kept).
+
+    Its best configuration and the fair peer of ours, whose attention dropout
+    is 0 by default (the paper names residual and embedding dropout only):
+    keras's MultiHeadAttention takes its fused `dot_product_attention` path
+    only when its dropout is 0. KerasHub has one `dropout` argument for both,
+    so the attention layers' rate is set after building.
+    """
+    model = build_keras_hub(size)
+    for layer in model.layers:
+        for name in ("_self_attention_layer", "_cross_attention_layer"):
+            attention = getattr(layer, name, None)
+            if attention is not None:
+                attention._dropout = 0.0
+    return model
 
 
 class _Attention(keras.layers.Layer):
@@ -102,7 +131,13 @@ def build_keras_mha(size):
     return keras.Model({"encoder_tokens": encoder_tokens, "decoder_tokens": decoder_tokens}, logits)
 
 
-BUILDERS = {"ours": build_ours, "keras_hub": build_keras_hub, "keras_mha": build_keras_mha}
+BUILDERS = {
+    "ours": build_ours,
+    "keras_hub": build_keras_hub,
+    "keras_hub_fused": build_keras_hub_fused,
+    "keras_mha": build_keras_mha,
+}
+VARIANTS = dict(BUILDERS, ours_float32_logits=build_ours_float32_logits)  # selectable with --models
 
 
 def check_same_size(models):
@@ -133,7 +168,8 @@ def keras_hub_greedy(model, encoder_tokens, start_id, new_tokens):
     length = new_tokens + 1
     heads = decoders[0].num_heads
     key_dim = decoders[0]._self_attention_layer._key_dim
-    self_caches = [ops.zeros((batch, 2, length, heads, key_dim)) for _ in decoders]
+    dtype = decoders[0].compute_dtype
+    self_caches = [ops.zeros((batch, 2, length, heads, key_dim), dtype) for _ in decoders]
     cross_caches = []
     for decoder in decoders:
         attention = decoder._cross_attention_layer

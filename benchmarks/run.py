@@ -77,17 +77,35 @@ def training_flops(size):
     return 3 * forward
 
 
-def matmul_flops_per_second(dtype, n=2048, repeats=10):
-    """This machine's matmul rate, measured now (the MFU denominator)."""
-    a = keras.ops.ones((n, n), dtype=dtype)
-    matmul = compile_function(lambda x: keras.ops.matmul(x, x), jit=True)
-    block(matmul(a))
+def matmul_flops_per_second(dtype, n=None, chain=16, repeats=5):
+    """This machine's matmul rate, measured now (the MFU denominator).
+
+    A chain of `chain` dependent n×n products in one compiled call, reduced
+    to a scalar, so that neither dispatch nor the copy back is timed.
+    """
+    n = n or (8192 if backend() == "jax" and _on_gpu() else 1024)
+    a = keras.random.normal((n, n), dtype=dtype)
+    b = keras.ops.cast(keras.random.normal((n, n)) / np.sqrt(n), dtype)  # keeps the norm
+
+    def products(a, b):
+        for _ in range(chain):
+            a = keras.ops.matmul(a, b)
+        return keras.ops.sum(keras.ops.cast(a[:1], "float32"))
+
+    run = compile_function(products, jit=True)
+    block(run(a, b))
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
-        block(matmul(a))
+        block(run(a, b))
         times.append(time.perf_counter() - start)
-    return 2 * n**3 / statistics.median(times)
+    return chain * 2 * n**3 / min(times)
+
+
+def _on_gpu():
+    import jax
+
+    return jax.devices()[0].platform == "gpu"
 
 
 def measure_training(size, names, jit, rounds, steps):
@@ -97,7 +115,7 @@ def measure_training(size, names, jit, rounds, steps):
     models, first_call = {}, {}
     for name in names:
         keras.utils.set_random_seed(0)
-        model = peers.BUILDERS[name](size)
+        model = peers.VARIANTS[name](size)
         model.compile(
             optimizer=keras.optimizers.Adam(1e-4),
             loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
@@ -126,8 +144,11 @@ def measure_decoding(size, models, jit, rounds, new_tokens):
         "ours (cache)": lambda s: decoding.greedy_search(models["ours"], s, 1, None, new_tokens + 1),
         "ours (no cache)": lambda s: decoding.greedy_search(models["ours"], s, 1, None, new_tokens + 1, use_cache=False),
     }
-    if "keras_hub" in models:
-        runs["keras_hub (cache)"] = lambda s: peers.keras_hub_greedy(models["keras_hub"], s, 1, new_tokens)
+    for name in ("keras_hub", "keras_hub_fused"):
+        if name in models:
+            runs[f"{name} (cache)"] = (
+                lambda s, model=models[name]: peers.keras_hub_greedy(model, s, 1, new_tokens)
+            )
     compiled = {name: compile_function(fn, jit) for name, fn in runs.items()}
     first_call = {}
     for name, fn in compiled.items():
@@ -143,19 +164,13 @@ def measure_decoding(size, models, jit, rounds, new_tokens):
     return rates, first_call
 
 
-def peak_memory(name, size, policy):
-    """Peak memory of a few training steps of one model, in a fresh process.
-
-    On CPU this is the process's peak resident set (TensorFlow's own runtime
-    included, so small models differ little); on a JAX GPU, the device's
-    peak bytes in use.
-    """
-    code = (
+def _memory_script(name, size, policy):
+    return (
         "import json, sys, resource, keras, numpy as np\n"
         f"keras.config.set_dtype_policy({policy!r})\n"
         "from benchmarks import peers, run\n"
         f"size = {size!r}\n"
-        f"model = peers.BUILDERS[{name!r}](size)\n"
+        f"model = peers.VARIANTS[{name!r}](size)\n"
         "model.compile('adam', keras.losses.SparseCategoricalCrossentropy(from_logits=True))\n"
         "x, y = run.synthetic_batch(size)\n"
         "model.fit({k: np.concatenate([v] * 4) for k, v in x.items()}, np.concatenate([y] * 4), batch_size=size['batch'], verbose=0)\n"
@@ -166,10 +181,78 @@ def peak_memory(name, size, policy):
         "    peak = stats.get('peak_bytes_in_use', peak)\n"
         "print(json.dumps(peak))\n"
     )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=900)
-    if result.returncode != 0:
+
+
+def peak_memory(names, size, policy, parallel=False):
+    """Peak memory of a few training steps of each model, each in a fresh process.
+
+    On CPU this is the process's peak resident set (TensorFlow's own runtime
+    included, so small models differ little); on a JAX GPU, the device's
+    peak bytes in use, with preallocation off so that the processes can run
+    side by side (`parallel`) without taking the card from each other.
+    """
+    env = dict(os.environ, XLA_PYTHON_CLIENT_PREALLOCATE="false")
+    processes = {}
+    results = {}
+    for name in names:
+        processes[name] = subprocess.Popen(
+            [sys.executable, "-c", _memory_script(name, size, policy)],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+        )
+        if not parallel:
+            results[name] = _peak_of(processes[name])
+    for name, process in processes.items():
+        if name not in results:
+            results[name] = _peak_of(process)
+    return results
+
+
+def _peak_of(process):
+    try:
+        stdout, stderr = process.communicate(timeout=900)
+    except subprocess.TimeoutExpired:
+        process.kill()
         return None
-    return json.loads(result.stdout.strip().splitlines()[-1])
+    if process.returncode != 0:
+        print(f"  memory run failed: {stderr.strip().splitlines()[-1:]}")
+        return None
+    return json.loads(stdout.strip().splitlines()[-1])
+
+
+def fused_attention_probe(size):
+    """Which attention kernel XLA compiled, ours vs keras's MultiHeadAttention (JAX only).
+
+    Compiles one training-shaped forward+backward of each layer with a
+    padding mask and looks for cuDNN's fused attention in the optimised HLO.
+    """
+    if backend() != "jax":
+        return {}
+    import jax
+
+    from tf_transformer.layers import MultiHeadAttention
+
+    batch, length, d_model, heads = size["batch"], size["length"], size["d_model"], size["heads"]
+    x = keras.random.normal((batch, length, d_model))
+    padding = np.ones((batch, length), bool)
+    found = {}
+    calls = {  # called as a model calls them, so that inputs are cast to the compute dtype
+        "ours": (MultiHeadAttention(heads, d_model // heads), {"key_mask": padding}),
+        "keras": (keras.layers.MultiHeadAttention(heads, d_model // heads),
+                  {"attention_mask": padding[:, None, :] & padding[:, :, None]}),
+    }
+    for name, (layer, kwargs) in calls.items():
+        try:
+            text = jax.jit(lambda x, layer=layer, kwargs=kwargs: layer(x, x, **kwargs)).lower(x).compile().as_text()
+            found[name] = "cudnn$fmha" in text
+        except Exception as error:  # a probe: report, never stop the run
+            found[name] = f"failed: {type(error).__name__}: {error}"[:200]
+    return found
+
+
+def best_keras_hub(rates):
+    """The KerasHub configuration with the highest median: the peer to beat."""
+    candidates = [name for name in rates if name.startswith("keras_hub")]
+    return max(candidates, key=lambda name: statistics.median(rates[name]), default=None)
 
 
 def summarise(rates, reference):
@@ -187,13 +270,19 @@ def summarise(rates, reference):
     return rows
 
 
-def print_table(title, rows, unit):
-    print(f"\n{title}")
-    print(f"  {'implementation':24s} {'median ' + unit:>18s} {'spread (min–max)':>22s} {'× keras_hub':>12s} {'best × keras_hub':>17s}")
+def print_table(title, rows, unit, reference):
+    print(f"\n{title}; ratios to {reference}")
+    print(f"  {'implementation':24s} {'median ' + unit:>18s} {'spread (min–max)':>22s} {'× median':>12s} {'× best round':>17s}")
     for name, row in rows.items():
         ratio = f"{row['ratio']:.2f}" if row.get("ratio") else "-"
         best = f"{row['best_ratio']:.2f}" if row.get("best_ratio") else "-"
-        print(f"  {name:24s} {row['median']:18,.0f} {row['min']:10,.0f}–{row['max']:<10,.0f} {ratio:>12s} {best:>17s}")
+        print(f"  {name:24s} {row['median']:18,.0f} {row['min']:10,.0f}–{row['max']:<10,.0f} {ratio:>12s} {best:>17s}", flush=True)
+
+
+def save(report, path):
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    with open(path, "w") as file:
+        json.dump(report, file, indent=2)
 
 
 def main(argv=None):
@@ -205,7 +294,9 @@ def main(argv=None):
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--steps", type=int, default=10, help="training steps per round")
     parser.add_argument("--new-tokens", type=int, default=32, help="tokens decoded per example")
-    parser.add_argument("--xla", choices=["off", "on", "both"], default="both")
+    parser.add_argument("--xla", choices=["off", "on", "both"], default=None,
+                        help="default: both on TensorFlow; on with JAX, whose un-jitted mode runs op by op")
+    parser.add_argument("--models", nargs="*", default=list(peers.BUILDERS), choices=list(peers.VARIANTS))
     parser.add_argument("--skip", nargs="*", default=[], choices=["train", "decode", "memory"])
     parser.add_argument("--output", default="benchmarks/results/latest.json")
     args = parser.parse_args(argv)
@@ -218,8 +309,9 @@ def main(argv=None):
     size["positions"] = max(size["length"], args.new_tokens) + 1  # ours needs a max_length
     policy = args.policy or ("mixed_bfloat16" if args.gpu else "float32")
     keras.config.set_dtype_policy(policy)
-    names = list(peers.BUILDERS)
-    jit_modes = {"off": [False], "on": [True], "both": [False, True]}[args.xla]
+    names = args.models
+    xla = args.xla or ("on" if backend() == "jax" else "both")
+    jit_modes = {"off": [False], "on": [True], "both": [False, True]}[xla]
     compute_dtype = keras.config.dtype_policy().compute_dtype
     report = {
         "date": time.strftime("%Y-%m-%d %H:%M"),
@@ -231,43 +323,50 @@ def main(argv=None):
         "training_flops_per_step": training_flops(size),
     }
     print(f"tf_transformer benchmarks — {report['date']}, {report['machine']}, backend {backend()}, policy {policy}")
-    print(f"size: {size}; matmul rate {report['matmul_flops_per_second'] / 1e9:,.0f} GFLOP/s")
+    print(f"size: {size}; matmul rate {report['matmul_flops_per_second'] / 1e9:,.0f} GFLOP/s", flush=True)
+    if backend() == "jax":
+        report["fused_attention"] = fused_attention_probe(size)
+        print(f"cuDNN fused attention in the compiled training step: {report['fused_attention']}", flush=True)
     for jit in jit_modes:
         label = "XLA on" if jit else "XLA off"
         section = report.setdefault(label, {})
         models = None
         if "train" not in args.skip:
             rates, first_call, counts, models = measure_training(size, names, jit, args.rounds, args.steps)
-            rows = summarise(rates, "keras_hub")
+            reference = best_keras_hub(rates)
+            rows = summarise(rates, reference)
             for name, row in rows.items():
                 steps_per_second = row["median"] / (size["batch"] * size["length"])
                 row["mfu"] = steps_per_second * report["training_flops_per_step"] / report["matmul_flops_per_second"]
                 row["first_call_s"] = first_call[name]
                 row["parameters"] = counts[name]
             section["training"] = rows
-            print_table(f"Training, {label}: target tokens/s (parameters {counts['ours']:,} each)", rows, "tokens/s")
+            save(report, args.output)  # each section as it ends: a run cut short keeps what it measured
+            section["training_reference"] = reference
+            print_table(f"Training, {label}: target tokens/s (parameters {counts['ours']:,} each)", rows, "tokens/s", reference)
             print("  " + ", ".join(f"{n}: MFU {r['mfu']:.1%}, first call {r['first_call_s']:.1f}s" for n, r in rows.items()))
         if "decode" not in args.skip:
             if models is None:
-                models = {name: peers.BUILDERS[name](size) for name in ("ours", "keras_hub")}
+                models = {name: peers.VARIANTS[name](size) for name in names if name != "keras_mha"}
             rates, first_call = measure_decoding(size, models, jit, args.rounds, args.new_tokens)
-            rows = summarise(rates, "keras_hub (cache)")
+            reference = best_keras_hub(rates)
+            rows = summarise(rates, reference)
             for name, row in rows.items():
                 row["first_call_s"] = first_call[name]
             cached, uncached = rows["ours (cache)"]["median"], rows["ours (no cache)"]["median"]
             section["decoding"] = rows
+            save(report, args.output)
             section["cache_speedup"] = cached / uncached
-            print_table(f"Greedy decoding, {label}: batch {size['batch']} × {args.new_tokens} new tokens, tokens/s", rows, "tokens/s")
+            section["decoding_reference"] = reference
+            print_table(f"Greedy decoding, {label}: batch {size['batch']} × {args.new_tokens} new tokens, tokens/s", rows, "tokens/s", reference)
             print(f"  ours: cache {cached / uncached:.1f}× faster than no cache")
     if "memory" not in args.skip:
-        memory = {name: peak_memory(name, size, policy) for name in names}
+        memory = peak_memory(names, size, policy, parallel=args.gpu)
         report["peak_memory_bytes"] = memory
         print("\nPeak training memory (own process each): " + ", ".join(
             f"{n}: {m / 2**20:,.0f} MiB" if m else f"{n}: failed" for n, m in memory.items()
         ))
-    os.makedirs(os.path.dirname(args.output) or ".", exist_ok=True)
-    with open(args.output, "w") as file:
-        json.dump(report, file, indent=2)
+    save(report, args.output)
     print(f"\nWrote {args.output}")
     return 0
 

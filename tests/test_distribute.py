@@ -1,8 +1,13 @@
-"""tf.distribute: a mirrored run over two logical CPUs matches a one-device run."""
+"""Distributed training: mirrored over two logical CPUs, two worker processes, JAX DataParallel."""
 
 import json
+import os
+import socket
 import subprocess
 import sys
+import time
+
+import pytest
 
 MIRRORED = """
 import json
@@ -49,6 +54,153 @@ def test_mirrored_matches_one_device():
     assert one[-1] < one[0] and two[-1] < two[0]  # it trains
     # Same global batch, same data: the same losses and weights, to float32
     # round-off of summing gradients in another order (stated tolerance 1e-4).
+    for a, b in zip(one, two):
+        assert abs(a - b) <= 1e-4 * max(1.0, abs(a)), (one, two)
+    assert found["max_weight_difference"] < 1e-4, found
+
+
+# --- several worker processes: MultiWorkerMirroredStrategy on localhost -------------------------
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def free_ports(count):
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for s in sockets:
+            s.bind(("localhost", 0))
+        return [s.getsockname()[1] for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
+
+
+def run_workers(arguments, count=2, timeout=600):
+    """Runs `python -m training.train ARGUMENTS` as `count` workers of one cluster; returns their outputs."""
+    cluster = {"worker": [f"localhost:{port}" for port in free_ports(count)]}
+    processes = []
+    try:
+        for index in range(count):
+            env = {**os.environ, "PYTHONUNBUFFERED": "1",
+                   "TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}})}
+            processes.append(subprocess.Popen(
+                [sys.executable, "-m", "training.train", *arguments], cwd=ROOT, env=env,
+                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            ))
+        deadline = time.time() + timeout
+        outputs = [process.communicate(timeout=max(1.0, deadline - time.time()))[0] for process in processes]
+        return [process.returncode for process in processes], [o.replace("\r", "\n") for o in outputs]
+    finally:
+        for process in processes:  # whatever happened, no worker outlives the test
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+
+
+def last_epoch_line(output):
+    return [line for line in output.splitlines() if "val_loss" in line][-1].split("step - ")[-1]
+
+
+@pytest.mark.slow
+def test_two_workers_train_export_once_and_resume(tmp_path):
+    export_dir, work_dir = str(tmp_path / "dates"), str(tmp_path / "dates.work")
+    arguments = ["--strategy", "multi-worker", "--preset", "tiny", "--train-size", "1000",
+                 "--export-dir", export_dir, "--work-dir", work_dir]
+    codes, outputs = run_workers([*arguments, "--epochs", "1"])
+    assert codes == [0, 0], "\n----\n".join(o[-3000:] for o in outputs)
+    assert sorted(os.listdir(export_dir)) == ["1"]  # one export: the chief's
+    assert not [p for p in tmp_path.rglob("*") if "workertemp" in p.name]  # the others' files are gone
+    assert os.path.exists(os.path.join(export_dir, "1", "saved_model.pb"))
+    # One synchronous job: both workers saw the same all-reduced losses.
+    assert last_epoch_line(outputs[0]) == last_epoch_line(outputs[1])
+    assert "Exported to " + os.path.join(export_dir, "1") in outputs[0]
+
+    # The same command with more epochs resumes from the chief's checkpoint on both workers.
+    codes, outputs = run_workers([*arguments, "--epochs", "2"])
+    assert codes == [0, 0], "\n----\n".join(o[-3000:] for o in outputs)
+    for output in outputs:
+        epochs = [line.split()[1] for line in output.splitlines() if line.startswith("Epoch ")]
+        assert "Resuming from" in output and epochs == ["2/2"], epochs
+    assert sorted(os.listdir(export_dir)) == ["1", "2"]
+
+
+def test_multi_worker_without_tf_config_says_so(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != "TF_CONFIG"}
+    result = subprocess.run(
+        [sys.executable, "-m", "training.train", "--strategy", "multi-worker", "--export-dir", str(tmp_path / "m")],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode != 0 and "TF_CONFIG" in result.stderr
+
+
+def test_truncated_checkpoint_is_reported_and_the_previous_one_used(tmp_path):
+    import tensorflow as tf
+
+    from training import distributed
+
+    value = tf.Variable(0.0)
+    checkpoint = tf.train.Checkpoint(value=value)
+    manager = tf.train.CheckpointManager(checkpoint, str(tmp_path), max_to_keep=2)
+    for v in (1.0, 2.0):
+        value.assign(v)
+        manager.save()
+    newest = manager.latest_checkpoint
+    with open(newest + ".data-00000-of-00001", "r+b") as file:
+        file.truncate(2)  # as a crash in the middle of writing it would
+    value.assign(-1.0)
+    messages = []
+    restored = distributed.restore(checkpoint, str(tmp_path), log=messages.append)
+    assert restored == manager.checkpoints[0] and float(value.numpy()) == 1.0
+    assert len(messages) == 1 and newest in messages[0] and "cannot be read" in messages[0]
+    # With no previous checkpoint left, the error names the file and what to do.
+    os.remove(manager.checkpoints[0] + ".index")
+    with pytest.raises(RuntimeError, match="cannot be read.*Delete"):
+        distributed.restore(tf.train.Checkpoint(value=tf.Variable(0.0)), str(tmp_path), log=messages.append)
+
+
+# --- the JAX backend: keras.distribution.DataParallel over two CPU devices ----------------------
+
+DATA_PARALLEL = """
+import json
+import jax, keras, numpy as np
+assert keras.backend.backend() == "jax" and len(jax.devices()) == 2, jax.devices()
+import tf_transformer as tt
+from tf_transformer import recipe
+
+rng = np.random.default_rng(0)
+source = rng.integers(3, 20, size=(64, 6)).astype("int32")
+target = np.concatenate([np.ones((64, 1), "int32"), source[:, ::-1], np.full((64, 1), 2, "int32")], axis=1)
+x, y = {"encoder_tokens": source, "decoder_tokens": target[:, :-1]}, target[:, 1:]
+
+def train(distribution):
+    keras.distribution.set_distribution(distribution)
+    keras.utils.set_random_seed(0)
+    config = tt.TransformerConfig.preset("tiny", source_vocab_size=20, target_vocab_size=20, d_model=32, dff=64, dropout=0.0)
+    model = tt.build_transformer(config)
+    # SGD: Adam (eps 1e-9) would turn the round-off of gradients that are
+    # zero in exact arithmetic into full steps, and compare noise.
+    model.compile(keras.optimizers.SGD(0.5), recipe.MaskedSparseCategoricalCrossentropy())
+    history = model.fit(x, y, batch_size=16, epochs=4, verbose=0, shuffle=False)
+    devices = len(model.weights[0].value.sharding.device_set)
+    return history.history["loss"], [np.asarray(w.value) for w in model.weights if not w.path.endswith("key_bias")], devices
+
+one_loss, one_weights, _ = train(None)
+two_loss, two_weights, devices = train(keras.distribution.DataParallel(devices=jax.devices()))
+difference = max(float(np.max(np.abs(a - b))) for a, b in zip(one_weights, two_weights))
+print(json.dumps({"one": one_loss, "two": two_loss, "max_weight_difference": difference, "devices": devices}))
+"""
+
+
+def test_jax_data_parallel_matches_one_device():
+    pytest.importorskip("jax")
+    env = {**os.environ, "KERAS_BACKEND": "jax", "JAX_PLATFORMS": "cpu",
+           "XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
+    result = subprocess.run([sys.executable, "-c", DATA_PARALLEL], env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-4000:]
+    found = json.loads(result.stdout.strip().splitlines()[-1])
+    assert found["devices"] == 2  # the weights live on both devices
+    one, two = found["one"], found["two"]
+    assert one[-1] < one[0] and two[-1] < two[0]
     for a, b in zip(one, two):
         assert abs(a - b) <= 1e-4 * max(1.0, abs(a)), (one, two)
     assert found["max_weight_difference"] < 1e-4, found

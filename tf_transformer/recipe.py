@@ -109,6 +109,17 @@ class MaskedSparseCategoricalCrossentropy(keras.losses.Loss):
         return cls(**config)
 
 
+def masked_hits(y_true, y_pred, pad_id=0, sample_weight=None):
+    """`(correct, total)`: argmax hits and the count of real (non-padding) labels, float32 scalars."""
+    labels = ops.cast(y_true, "int32")
+    predictions = ops.cast(ops.argmax(y_pred, axis=-1), "int32")
+    weight = ops.cast(ops.not_equal(labels, pad_id), "float32")
+    if sample_weight is not None:
+        weight = weight * ops.cast(sample_weight, "float32")
+    hits = ops.cast(ops.equal(labels, predictions), "float32") * weight
+    return ops.sum(hits), ops.sum(weight)
+
+
 @keras.saving.register_keras_serializable(package="tf_transformer")
 class MaskedAccuracy(keras.metrics.Metric):
     """Token accuracy over real (non-padding) labels only."""
@@ -120,14 +131,9 @@ class MaskedAccuracy(keras.metrics.Metric):
         self.total = self.add_variable(shape=(), initializer="zeros", name="total")
 
     def update_state(self, y_true, y_pred, sample_weight=None):
-        labels = ops.cast(y_true, "int32")
-        predictions = ops.cast(ops.argmax(y_pred, axis=-1), "int32")
-        weight = ops.cast(ops.not_equal(labels, self.pad_id), "float32")
-        if sample_weight is not None:
-            weight = weight * ops.cast(sample_weight, "float32")
-        hits = ops.cast(ops.equal(labels, predictions), "float32") * weight
-        self.correct.assign_add(ops.sum(hits))
-        self.total.assign_add(ops.sum(weight))
+        hits, total = masked_hits(y_true, y_pred, self.pad_id, sample_weight)
+        self.correct.assign_add(hits)
+        self.total.assign_add(total)
 
     def result(self):
         return ops.divide_no_nan(self.correct, self.total)

@@ -23,7 +23,7 @@ def encode_pairs(sources, targets, source_tokenizer, target_tokenizer, max_lengt
     return tf.ragged.boolean_mask(source_ids, keep), tf.ragged.boolean_mask(target_ids, keep), dropped
 
 
-def make_dataset(source_ids, target_ids, batch_size, max_length, shuffle=False, seed=0):
+def make_dataset(source_ids, target_ids, batch_size, max_length, shuffle=False, seed=0, input_context=None):
     """Batches of `batch_size` teacher-forcing examples of similar lengths.
 
     Each element is `({"encoder_tokens": [B, S], "decoder_tokens": [B, T]},
@@ -31,13 +31,26 @@ def make_dataset(source_ids, target_ids, batch_size, max_length, shuffle=False, 
     `labels = target[1:]`. Examples are bucketed by length, and the batch
     size of each bucket chosen so that a batch holds about `batch_tokens`
     tokens: little padding, and the same work per step.
+
+    With a `tf.distribute.InputContext` (multi-worker training), the
+    dataset is this input pipeline's shard of the examples, repeated without
+    end (the loop runs a fixed number of steps on every worker), in batches
+    of the per-replica share of the global `batch_size`, padded to the
+    bucket boundaries in every split.
     """
     dataset = tf.data.Dataset.from_tensor_slices((source_ids, target_ids))
+    fixed_shapes = shuffle
+    if input_context is not None:
+        dataset = dataset.shard(input_context.num_input_pipelines, input_context.input_pipeline_id)
+        batch_size = input_context.get_per_replica_batch_size(batch_size)
+        fixed_shapes = True
     # Slices of a ragged tensor are typed ragged though they are plain vectors;
     # passing them through a map gives them a dense TensorSpec, as batching needs.
     dataset = dataset.map(lambda s, t: (tf.identity(s), tf.identity(t))).cache()
     if shuffle:
         dataset = dataset.shuffle(int(source_ids.nrows()), seed=seed, reshuffle_each_iteration=True)
+    if input_context is not None:
+        dataset = dataset.repeat()
     # Boundaries are exclusive upper bounds of lengths; the last admits max_length.
     boundaries = [b for b in (8, 12, 16, 20, 24, 32, 40, 48, 64, 96, 128) if b <= max_length] + [max_length + 1]
     bucket_batch_sizes = [batch_size] * (len(boundaries) + 1)
@@ -50,8 +63,8 @@ def make_dataset(source_ids, target_ids, batch_size, max_length, shuffle=False, 
         # batch reuses one of a few traced (or XLA-compiled) steps instead of
         # retracing on each new remainder shape. Shuffling changes which
         # examples fall in the dropped remainders each epoch.
-        pad_to_bucket_boundary=shuffle,
-        drop_remainder=shuffle,
+        pad_to_bucket_boundary=fixed_shapes,
+        drop_remainder=fixed_shapes,
     )
     dataset = dataset.map(
         lambda s, t: ({"encoder_tokens": s, "decoder_tokens": t[:, :-1]}, t[:, 1:]),

@@ -13,6 +13,7 @@ import json
 import os
 import sys
 import time
+import zlib
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -23,7 +24,7 @@ import tf_transformer  # noqa: E402
 from tf_transformer import recipe  # noqa: E402
 from tf_transformer.tokenizers import CharacterTokenizer, SentencePieceTokenizer, load_tokenizers, save_tokenizers  # noqa: E402
 from training import callbacks as callbacks_lib  # noqa: E402
-from training import dates, evaluate, pipeline, tsv  # noqa: E402
+from training import dates, distributed, evaluate, pipeline, tsv  # noqa: E402
 from training.configs import CONFIGS  # noqa: E402
 
 SAMPLES = {
@@ -66,7 +67,7 @@ def build_parser():
     parser.add_argument("--strategy", default="auto", choices=["auto", "one-device", "mirrored", "multi-worker"],
                         help="tf.distribute strategy (auto: mirrored when several GPUs are visible)")
     parser.add_argument("--mixed-precision", default="off", choices=["off", "bfloat16", "float16"],
-                        help="compute dtype (float16 adds loss scaling); logits and softmax stay float32")
+                        help="compute dtype (float16 adds loss scaling); every softmax stays float32")
     parser.add_argument("--jit-compile", action="store_true", help="compile the train step with XLA")
     parser.add_argument("--seed", type=int, default=0, help="seed of data splits, shuffling and initialisation")
     return parser
@@ -121,18 +122,42 @@ def make_tokenizers(config, splits, work_dir):
 def make_strategy(name):
     """The tf.distribute strategy; `auto` is mirrored over several GPUs, else Keras's default."""
     if name == "multi-worker":
-        # Fail early and clearly rather than deep inside fit.
-        raise SystemExit(
-            "--strategy multi-worker is not supported yet: Keras 3's model.fit does not run under "
-            "MultiWorkerMirroredStrategy (keras-team/keras#20585) and the custom training loop "
-            "that replaces it is not written yet. Use --strategy mirrored on one machine."
-        )
+        return distributed.make_strategy()  # first: it must exist before TensorFlow runs any op
     gpus = tf.config.list_logical_devices("GPU")
     if name == "mirrored" or (name == "auto" and len(gpus) > 1):
         return tf.distribute.MirroredStrategy()
     if name == "one-device":
         return tf.distribute.OneDeviceStrategy(gpus[0].name if gpus else "/cpu:0")
     return tf.distribute.get_strategy()  # the default: no distribution wrapper around the data
+
+
+def fingerprint(splits, tokenizers):
+    """A checksum of the training data and vocabularies, compared across workers."""
+    text = json.dumps([splits["train"][0][:100], splits["train"][1][-100:], len(splits["train"][0])])
+    for tokenizer in tokenizers:
+        text += "\n".join(tokenizer.id_to_token(range(tokenizer.vocab_size)))
+    return zlib.crc32(text.encode("utf-8"))
+
+
+def train_multi_worker(model, strategy, config, encoded, args, work_dir):
+    """`model.fit`'s part under MultiWorkerMirroredStrategy (training.distributed says why)."""
+
+    def make_dataset(split, input_context):
+        return pipeline.make_dataset(
+            *encoded[split][:2], config.batch_size, config.max_length,
+            shuffle=split == "train", seed=args.seed, input_context=input_context,
+        )
+
+    return distributed.fit(
+        model, strategy, make_dataset,
+        epochs=config.epochs,
+        steps_per_epoch=distributed.steps(int(encoded["train"][0].nrows()), config.batch_size),
+        validation_steps=distributed.steps(int(encoded["validation"][0].nrows()), config.batch_size),
+        work_dir=work_dir,
+        best_weights=os.path.join(work_dir, "best.weights.h5"),
+        early_stopping_patience=config.early_stopping_patience,
+        jit_compile=args.jit_compile,
+    )
 
 
 def translate_all(translate, texts, batch_size=256):
@@ -147,16 +172,23 @@ def main(argv=None):
     args = build_parser().parse_args(argv)
     config, name = resolve(args)
     strategy = make_strategy(args.strategy)
+    multi_worker = isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
     export_dir = args.export_dir or os.path.join("saved_models", name)
     work_dir = args.work_dir or export_dir.rstrip("/") + ".work"
-    os.makedirs(work_dir, exist_ok=True)
+    # Multi-worker: only the chief writes work_dir; the others write a twin they delete.
+    own_work_dir = distributed.write_path(work_dir, strategy)
+    os.makedirs(own_work_dir, exist_ok=True)
     keras.utils.set_random_seed(args.seed)
     if args.mixed_precision != "off":
         keras.config.set_dtype_policy(f"mixed_{args.mixed_precision}")
     started = time.time()
 
     splits = load_splits(args, config)
-    source_tokenizer, target_tokenizer = make_tokenizers(config, splits, work_dir)
+    source_tokenizer, target_tokenizer = make_tokenizers(config, splits, own_work_dir)
+    if multi_worker:
+        distributed.check_same_on_every_worker(
+            strategy, fingerprint(splits, (source_tokenizer, target_tokenizer)), "data or vocabularies"
+        )
     encoded = {
         split: pipeline.encode_pairs(*splits[split], source_tokenizer, target_tokenizer, config.max_length)
         for split in ("train", "validation")
@@ -167,8 +199,9 @@ def main(argv=None):
         f"{config.max_length}, dropped); vocabularies {source_tokenizer.vocab_size} / {target_tokenizer.vocab_size}",
         flush=True,
     )
-    train_data = pipeline.make_dataset(*encoded["train"][:2], config.batch_size, config.max_length, shuffle=True, seed=args.seed)
-    validation_data = pipeline.make_dataset(*encoded["validation"][:2], config.batch_size, config.max_length)
+    if not multi_worker:
+        train_data = pipeline.make_dataset(*encoded["train"][:2], config.batch_size, config.max_length, shuffle=True, seed=args.seed)
+        validation_data = pipeline.make_dataset(*encoded["validation"][:2], config.batch_size, config.max_length)
 
     model_config = tf_transformer.TransformerConfig.preset(
         config.preset,
@@ -187,19 +220,22 @@ def main(argv=None):
             metrics=[recipe.MaskedAccuracy()],
             jit_compile=args.jit_compile,
         )
-    best_weights = os.path.join(work_dir, "best.weights.h5")
-    callbacks = [
-        callbacks_lib.BackupAndRestore(os.path.join(work_dir, "backup")),
-        keras.callbacks.ModelCheckpoint(best_weights, monitor="val_loss", save_best_only=True, save_weights_only=True),
-        keras.callbacks.TensorBoard(os.path.join(work_dir, "logs")),
-    ]
-    if config.early_stopping_patience:
-        callbacks.append(keras.callbacks.EarlyStopping(monitor="val_loss", patience=config.early_stopping_patience))
     print(f"Model: {model.count_params():,} parameters ({model_config}); work dir {work_dir}", flush=True)
-    # shuffle=False: the pipeline shuffles (and buckets) the data itself.
-    model.fit(train_data, validation_data=validation_data, epochs=config.epochs, callbacks=callbacks, shuffle=False)
-    if os.path.exists(best_weights):
-        model.load_weights(best_weights)
+    if multi_worker:
+        train_multi_worker(model, strategy, config, encoded, args, work_dir)  # ends with the best weights
+    else:
+        best_weights = os.path.join(work_dir, "best.weights.h5")
+        callbacks = [
+            callbacks_lib.BackupAndRestore(os.path.join(work_dir, "backup")),
+            keras.callbacks.ModelCheckpoint(best_weights, monitor="val_loss", save_best_only=True, save_weights_only=True),
+            keras.callbacks.TensorBoard(os.path.join(work_dir, "logs")),
+        ]
+        if config.early_stopping_patience:
+            callbacks.append(keras.callbacks.EarlyStopping(monitor="val_loss", patience=config.early_stopping_patience))
+        # shuffle=False: the pipeline shuffles (and buckets) the data itself.
+        model.fit(train_data, validation_data=validation_data, epochs=config.epochs, callbacks=callbacks, shuffle=False)
+        if os.path.exists(best_weights):
+            model.load_weights(best_weights)
 
     # Evaluate through the same graph that is exported.
     translator = tf_transformer.export.Translator(model, source_tokenizer, target_tokenizer)
@@ -215,13 +251,18 @@ def main(argv=None):
         for s, r, h in list(zip(test_sources, test_references, hypotheses))[:10]
     ]
     path = tf_transformer.export.export(
-        model, source_tokenizer, target_tokenizer, export_dir, translator=translator,
+        model, source_tokenizer, target_tokenizer, distributed.write_path(export_dir, strategy), translator=translator,
         extra_files={
             "evaluation.json": {"dataset": name, "metrics": metrics, "test_examples": examples,
                                 "samples": dict(zip(samples, sample_outputs))},
             "training_config.json": {"training": dataclasses.asdict(config), "model": model_config.to_dict()},
         },
     )
+    if multi_worker:  # every worker exported (saving may need them all); only the chief's remains
+        if not distributed.is_chief(strategy):
+            path = "a temporary folder, deleted (only the chief's export is kept)"
+        for temporary in (export_dir, work_dir):
+            distributed.remove_temporary(temporary, strategy)
     print(f"Held-out metrics: {json.dumps(metrics)}")
     for source, output in zip(samples, sample_outputs):
         print(f"  {source!r} -> {output!r}")

@@ -1,0 +1,269 @@
+"""Training on several machines: `MultiWorkerMirroredStrategy` and a custom loop.
+
+Why a loop of our own: Keras 3's `model.fit` does not run under
+`tf.distribute.MultiWorkerMirroredStrategy` (keras-team/keras#20585, open
+since TensorFlow 2.16: per-replica values reach the symbolic build, then the
+reduction of the scalar logs fails; reproduced with two localhost workers).
+`fit` is kept for every other strategy. This loop does fit's job with the
+same parts: the compiled model, its loss, optimizer (learning-rate schedule
+included) and `recipe.masked_hits` (MaskedAccuracy's count), the same input
+pipeline, the same `Epoch N/M` progress lines, best weights on `val_loss`,
+early stopping, TensorBoard scalars, and `tf.train.CheckpointManager` in
+place of `BackupAndRestore`.
+
+Workers write only their own files, as TensorFlow's multi-worker guide
+prescribes: the chief writes the real paths; any other worker writes a
+twin under `workertemp_<task>_<id>/` beside them and deletes it. A worker
+killed mid-training is restarted with the same command, and every worker
+resumes from the chief's last checkpoint (the work dir must therefore be
+shared, or the same path on every host, as for `BackupAndRestore`).
+"""
+
+import contextlib
+import json
+import os
+import shutil
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from tf_transformer import recipe
+
+
+def make_strategy():
+    """`MultiWorkerMirroredStrategy` from `TF_CONFIG`, with a clear error when it is missing or wrong."""
+    text = os.environ.get("TF_CONFIG")
+    example = '{"cluster": {"worker": ["host1:12345", "host2:12345"]}, "task": {"type": "worker", "index": 0}}'
+    if not text:
+        raise SystemExit(
+            "--strategy multi-worker reads the cluster from the TF_CONFIG environment variable, which is "
+            f"not set. Set it on every worker, e.g. TF_CONFIG='{example}' (README: 'Training on several "
+            "GPUs / machines')."
+        )
+    try:
+        config = json.loads(text)
+        workers = list(config["cluster"].get("worker", [])) + list(config["cluster"].get("chief", []))
+        task_type, index = config["task"]["type"], int(config["task"]["index"])
+        if not workers or task_type not in config["cluster"] or index >= len(config["cluster"][task_type]):
+            raise ValueError(f"task {task_type}:{index} is not in the cluster")
+    except (ValueError, KeyError, TypeError, AttributeError) as error:
+        raise SystemExit(f"TF_CONFIG is not valid ({type(error).__name__}: {error}); expected e.g. {example}") from None
+    return tf.distribute.MultiWorkerMirroredStrategy()
+
+
+def task_of(strategy):
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None or not resolver.task_type:
+        return None, 0
+    return resolver.task_type, resolver.task_id
+
+
+def is_chief(strategy):
+    """The chief task, or worker 0 when the cluster names no chief; any strategy without a cluster."""
+    task_type, task_id = task_of(strategy)
+    if task_type is None or task_type == "chief":
+        return True
+    cluster = strategy.cluster_resolver.cluster_spec().as_dict()
+    return task_type == "worker" and task_id == 0 and "chief" not in cluster
+
+
+def write_path(path, strategy):
+    """Where this worker writes `path`: the chief writes it; others a temporary twin beside it."""
+    if is_chief(strategy):
+        return path
+    task_type, task_id = task_of(strategy)
+    parent, name = os.path.split(os.path.normpath(path))
+    return os.path.join(parent, f"workertemp_{task_type}_{task_id}", name)
+
+
+def remove_temporary(path, strategy):
+    """Deletes this worker's twin of `path` (nothing for the chief), and its folder once empty."""
+    if is_chief(strategy):
+        return
+    twin = write_path(path, strategy)
+    if os.path.isdir(twin):
+        shutil.rmtree(twin, ignore_errors=True)
+    elif os.path.exists(twin):
+        os.remove(twin)
+    with contextlib.suppress(OSError):
+        os.rmdir(os.path.dirname(twin))
+
+
+def check_same_on_every_worker(strategy, fingerprint, what):
+    """Stops with a clear error unless every worker holds the same `fingerprint` (an int)."""
+    value = tf.constant([fingerprint], tf.int64)
+    per_replica = strategy.experimental_distribute_values_from_function(lambda _: value)
+    every = strategy.gather(per_replica, axis=0).numpy()
+    if len(set(every.tolist())) != 1:
+        raise SystemExit(
+            f"The workers hold different {what}: every worker must see the same data, flags and seed "
+            "(or share the --work-dir where the first run saved them)."
+        )
+
+
+def _checkpoint_paths(directory):
+    state = tf.train.get_checkpoint_state(directory)
+    return list(state.all_model_checkpoint_paths) if state else []
+
+
+def restore(checkpoint, directory, log=print):
+    """Restores the newest readable checkpoint in `directory`; returns its path or None.
+
+    A checkpoint that cannot be read (truncated or corrupted by a crash
+    mid-write) is reported by file name and the previous one is tried.
+    """
+    paths = _checkpoint_paths(directory)
+    for newest_first, path in enumerate(reversed(paths)):
+        try:
+            checkpoint.restore(path).assert_existing_objects_matched()
+            return path
+        except (tf.errors.OpError, ValueError, AssertionError, IndexError, OSError) as error:
+            problem = f"{type(error).__name__}: {error}".splitlines()[0]
+            older = paths[-newest_first - 2] if newest_first + 1 < len(paths) else None
+            if older is None:
+                raise RuntimeError(
+                    f"The training checkpoint {path} cannot be read ({problem}) and there is no previous "
+                    f"checkpoint to fall back to. Delete {directory} to start over."
+                ) from None
+            log(f"Warning: the training checkpoint {path} cannot be read ({problem}); resuming from the "
+                f"previous checkpoint {older}.")
+    return None
+
+
+def fit(model, strategy, make_dataset, *, epochs, steps_per_epoch, validation_steps, work_dir,
+        best_weights=None, early_stopping_patience=0, jit_compile=False, log=print):
+    """`model.fit`'s job under `strategy` with a loop of our own; returns the history.
+
+    Args:
+        model: a model compiled under `strategy.scope()` (loss, optimizer).
+        make_dataset: `(split, input_context) -> tf.data.Dataset` of this
+            worker's share, repeated, batched per replica (see
+            `pipeline.make_dataset`'s `input_context`).
+        steps_per_epoch, validation_steps: steps every worker runs, the
+            same on all of them (an uneven number would leave a worker
+            waiting on a collective for ever).
+        work_dir: checkpoints in `work_dir/checkpoints`, scalars in
+            `work_dir/logs` (the chief's; other workers write twins and
+            delete them).
+    """
+    optimizer, loss_fn = model.optimizer, model.loss
+    with strategy.scope():
+        optimizer.build(model.trainable_variables)
+        epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
+        best = tf.Variable(np.inf, dtype=tf.float64, trainable=False, name="best_val_loss")
+        waited = tf.Variable(0, dtype=tf.int64, trainable=False, name="epochs_without_improvement")
+    checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, epoch=epoch, best=best, waited=waited)
+    checkpoint_dir = os.path.join(work_dir, "checkpoints")
+    restored = restore(checkpoint, checkpoint_dir, log)
+    if restored:
+        log(f"Resuming from {restored} (epoch {int(epoch.numpy())} done)")
+    manager = tf.train.CheckpointManager(checkpoint, write_path(checkpoint_dir, strategy), max_to_keep=2)
+
+    train = strategy.distribute_datasets_from_function(lambda context: make_dataset("train", context))
+    validation = strategy.distribute_datasets_from_function(lambda context: make_dataset("validation", context))
+
+    def gradients(x, y):
+        with tf.GradientTape() as tape:
+            logits = model(x, training=True)
+            loss = loss_fn(y, logits)  # already divided by the real tokens of all replicas
+            scaled = optimizer.scale_loss(loss) if hasattr(optimizer, "scale_loss") else loss
+        return loss, tape.gradient(scaled, model.trainable_variables), recipe.masked_hits(y, logits)
+
+    def evaluate(x, y):
+        logits = model(x, training=False)
+        return loss_fn(y, logits), recipe.masked_hits(y, logits)
+
+    if jit_compile:
+        # XLA compiles each replica's forward and backward; the all-reduce
+        # and the update stay outside (XLA has no kernels for the collectives).
+        gradients = tf.function(gradients, jit_compile=True)
+        evaluate = tf.function(evaluate, jit_compile=True)
+
+    def train_replica(inputs):
+        loss, grads, hits = gradients(*inputs)
+        optimizer.apply_gradients(zip(grads, model.trainable_variables))  # all-reduces across workers
+        return (loss, *hits)
+
+    def validation_replica(inputs):
+        loss, hits = evaluate(*inputs)
+        return (loss, *hits)
+
+    def distributed(replica_fn, spec):
+        def step(inputs):
+            values = strategy.run(replica_fn, args=(inputs,))
+            return [strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None) for v in values]
+
+        # One trace for every bucket shape: each worker meets the shapes in
+        # its own order, and a retrace on one worker alone would misalign
+        # the collectives of the workers.
+        return tf.function(step, input_signature=[spec])
+
+    train_step = distributed(train_replica, train.element_spec)
+    validation_step = distributed(validation_replica, validation.element_spec)
+    train_iterator, validation_iterator = iter(train), iter(validation)
+    writer = tf.summary.create_file_writer(write_path(os.path.join(work_dir, "logs"), strategy))
+    history = {"loss": [], "masked_accuracy": [], "val_loss": [], "val_masked_accuracy": []}
+
+    for index in range(int(epoch.numpy()), epochs):
+        log(f"Epoch {index + 1}/{epochs}")
+        progress = keras.utils.Progbar(steps_per_epoch, stateful_metrics=["loss", "masked_accuracy"])
+        totals = np.zeros(3)
+        for step in range(steps_per_epoch):
+            loss, hits, count = train_step(next(train_iterator))
+            totals += [float(loss), float(hits), float(count)]
+            if step + 1 < steps_per_epoch:
+                progress.update(step + 1, [("loss", totals[0] / (step + 1)), ("masked_accuracy", totals[1] / totals[2])])
+        logs = {"loss": totals[0] / steps_per_epoch, "masked_accuracy": totals[1] / max(totals[2], 1.0)}
+        totals = np.zeros(3)
+        for _ in range(validation_steps):
+            totals += [float(v) for v in validation_step(next(validation_iterator))]
+        logs.update(val_loss=totals[0] / validation_steps, val_masked_accuracy=totals[1] / max(totals[2], 1.0))
+        progress.update(steps_per_epoch, list(logs.items()), finalize=True)
+        for key, value in logs.items():
+            history[key].append(value)
+        with writer.as_default(step=index + 1):
+            for key, value in logs.items():
+                tf.summary.scalar(f"epoch_{key}", value)
+        writer.flush()
+
+        improved = logs["val_loss"] < float(best.numpy())
+        if improved:
+            best.assign(logs["val_loss"])
+            waited.assign(0)
+            if best_weights:
+                path = write_path(best_weights, strategy)
+                os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+                model.save_weights(path)
+        else:
+            waited.assign_add(1)
+        epoch.assign(index + 1)
+        manager.save()  # every worker saves (the save may need them all); only the chief's stays
+        remove_temporary(checkpoint_dir, strategy)
+        if early_stopping_patience and int(waited.numpy()) >= early_stopping_patience:
+            log(f"Early stopping: val_loss has not improved for {early_stopping_patience} epochs")
+            break
+
+    writer.close()
+    if best_weights:
+        path = write_path(best_weights, strategy)
+        if os.path.exists(path):
+            model.load_weights(path)
+        remove_temporary(best_weights, strategy)
+    remove_temporary(os.path.join(work_dir, "logs"), strategy)
+    return history
+
+
+@contextlib.contextmanager
+def temporary_export_dir(export_dir, strategy):
+    """The directory this worker exports to; a non-chief worker's copy is deleted afterwards."""
+    path = write_path(export_dir, strategy)
+    try:
+        yield path
+    finally:
+        remove_temporary(export_dir, strategy)
+
+
+def steps(examples, global_batch_size):
+    """Steps that visit about every example once an epoch (at least one)."""
+    return max(1, examples // global_batch_size)

@@ -2,9 +2,11 @@
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
@@ -75,36 +77,68 @@ def free_ports(count):
             s.close()
 
 
-def run_workers(arguments, count=2, timeout=600):
-    """Runs `python -m training.train ARGUMENTS` as `count` workers of one cluster; returns their outputs."""
+def start_workers(arguments, count=2):
+    """Starts `python -m training.train ARGUMENTS` as `count` workers of one cluster.
+
+    Returns the processes and, for each, a list that a thread fills with its
+    output lines as they come.
+    """
     cluster = {"worker": [f"localhost:{port}" for port in free_ports(count)]}
-    processes = []
+    processes, outputs = [], []
+    for index in range(count):
+        env = {**os.environ, "PYTHONUNBUFFERED": "1",
+               "TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}})}
+        process = subprocess.Popen(
+            [sys.executable, "-m", "training.train", *arguments], cwd=ROOT, env=env,
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        )
+        lines = []
+        threading.Thread(target=lambda p=process, l=lines: l.extend(p.stdout), daemon=True).start()
+        processes.append(process)
+        outputs.append(lines)
+    return processes, outputs
+
+
+def stop(processes):
+    for process in processes:  # whatever happened, no worker outlives the test
+        if process.poll() is None:
+            process.kill()
+        process.wait(timeout=60)
+
+
+def run_workers(arguments, timeout=600):
+    processes, outputs = start_workers(arguments)
     try:
-        for index in range(count):
-            env = {**os.environ, "PYTHONUNBUFFERED": "1",
-                   "TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}})}
-            processes.append(subprocess.Popen(
-                [sys.executable, "-m", "training.train", *arguments], cwd=ROOT, env=env,
-                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-            ))
         deadline = time.time() + timeout
-        outputs = [process.communicate(timeout=max(1.0, deadline - time.time()))[0] for process in processes]
-        return [process.returncode for process in processes], [o.replace("\r", "\n") for o in outputs]
+        for process in processes:
+            process.wait(timeout=max(1.0, deadline - time.time()))
+        time.sleep(0.5)  # the readers' last lines
+        return [p.returncode for p in processes], ["".join(o).replace("\r", "\n") for o in outputs]
     finally:
-        for process in processes:  # whatever happened, no worker outlives the test
-            if process.poll() is None:
-                process.kill()
-                process.wait()
+        stop(processes)
+
+
+def wait_for(lines, text, timeout):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if any(text in line for line in list(lines)):
+            return True
+        time.sleep(0.2)
+    return False
 
 
 def last_epoch_line(output):
     return [line for line in output.splitlines() if "val_loss" in line][-1].split("step - ")[-1]
 
 
+def epochs_started(output):
+    return [line.split()[1] for line in output.splitlines() if line.startswith("Epoch ")]
+
+
 @pytest.mark.slow
-def test_two_workers_train_export_once_and_resume(tmp_path):
+def test_two_workers_train_export_once_and_survive_a_kill(tmp_path):
     export_dir, work_dir = str(tmp_path / "dates"), str(tmp_path / "dates.work")
-    arguments = ["--strategy", "multi-worker", "--preset", "tiny", "--train-size", "1000",
+    arguments = ["--strategy", "multi-worker", "--preset", "tiny", "--train-size", "3000",
                  "--export-dir", export_dir, "--work-dir", work_dir]
     codes, outputs = run_workers([*arguments, "--epochs", "1"])
     assert codes == [0, 0], "\n----\n".join(o[-3000:] for o in outputs)
@@ -115,13 +149,24 @@ def test_two_workers_train_export_once_and_resume(tmp_path):
     assert last_epoch_line(outputs[0]) == last_epoch_line(outputs[1])
     assert "Exported to " + os.path.join(export_dir, "1") in outputs[0]
 
-    # The same command with more epochs resumes from the chief's checkpoint on both workers.
-    codes, outputs = run_workers([*arguments, "--epochs", "2"])
+    # More epochs: the job resumes after epoch 1; worker 1 is killed in epoch 3,
+    # and the job (worker 0 too, as a cluster manager would) is restarted.
+    processes, outputs = start_workers([*arguments, "--epochs", "3"])
+    try:
+        assert wait_for(outputs[1], "Epoch 3/3", timeout=600), "".join(outputs[1])[-3000:]
+        time.sleep(1.0)
+        processes[1].send_signal(signal.SIGKILL)
+        time.sleep(5.0)
+    finally:
+        stop(processes)
+    assert sorted(os.listdir(export_dir)) == ["1"]  # the killed job exported nothing
+    assert epochs_started("".join(outputs[0]).replace("\r", "\n"))[0] == "2/3"
+    codes, outputs = run_workers([*arguments, "--epochs", "3"])
     assert codes == [0, 0], "\n----\n".join(o[-3000:] for o in outputs)
     for output in outputs:
-        epochs = [line.split()[1] for line in output.splitlines() if line.startswith("Epoch ")]
-        assert "Resuming from" in output and epochs == ["2/2"], epochs
+        assert "Resuming from" in output and epochs_started(output) == ["3/3"], output[-3000:]
     assert sorted(os.listdir(export_dir)) == ["1", "2"]
+    assert not [p for p in tmp_path.rglob("*") if "workertemp" in p.name]
 
 
 def test_multi_worker_without_tf_config_says_so(tmp_path):

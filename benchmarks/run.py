@@ -108,6 +108,24 @@ def _on_gpu():
     return jax.devices()[0].platform == "gpu"
 
 
+class StepTimer(keras.callbacks.Callback):
+    """Times the steps inside `fit`, from the end of its first step to the end of its last.
+
+    `fit`'s own set-up and tear-down (data adapter, iterator) are left out:
+    on this project's CPU VM they add a stall of ≈ 0.5 s to some calls at
+    random, which swamped the steps being compared.
+    """
+
+    def on_train_begin(self, logs=None):
+        self.ends = []
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.ends.append(time.perf_counter())
+
+    def steps_per_second(self):
+        return (len(self.ends) - 1) / (self.ends[-1] - self.ends[0])
+
+
 def measure_training(size, names, jit, rounds, steps):
     x, y = synthetic_batch(size)
     xs = {k: np.concatenate([v] * steps) for k, v in x.items()}
@@ -127,11 +145,11 @@ def measure_training(size, names, jit, rounds, steps):
         models[name] = model
     counts = peers.check_same_size(models)
     rates = {name: [] for name in names}
+    timer = StepTimer()
     for _ in range(rounds):
         for name in names:  # interleaved: each round runs every implementation
-            start = time.perf_counter()
-            models[name].fit(xs, ys, batch_size=size["batch"], epochs=1, verbose=0, shuffle=False)
-            rates[name].append(steps * size["batch"] * size["length"] / (time.perf_counter() - start))
+            models[name].fit(xs, ys, batch_size=size["batch"], epochs=1, verbose=0, shuffle=False, callbacks=[timer])
+            rates[name].append(timer.steps_per_second() * size["batch"] * size["length"])
     return rates, first_call, counts, models
 
 
@@ -166,15 +184,16 @@ def measure_decoding(size, models, jit, rounds, new_tokens):
 
 def _memory_script(name, size, policy):
     return (
-        "import json, sys, resource, keras, numpy as np\n"
+        "import json, keras, numpy as np\n"
         f"keras.config.set_dtype_policy({policy!r})\n"
         "from benchmarks import peers, run\n"
         f"size = {size!r}\n"
         f"model = peers.VARIANTS[{name!r}](size)\n"
         "model.compile('adam', keras.losses.SparseCategoricalCrossentropy(from_logits=True))\n"
         "x, y = run.synthetic_batch(size)\n"
+        "before = run.resident_bytes()['VmRSS']\n"
         "model.fit({k: np.concatenate([v] * 4) for k, v in x.items()}, np.concatenate([y] * 4), batch_size=size['batch'], verbose=0)\n"
-        "peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024\n"
+        "peak = run.resident_bytes()['VmHWM'] - before\n"
         "if keras.backend.backend() == 'jax':\n"
         "    import jax\n"
         "    stats = jax.devices()[0].memory_stats() or {}\n"
@@ -183,11 +202,28 @@ def _memory_script(name, size, policy):
     )
 
 
+def resident_bytes():
+    """This process's resident set now (VmRSS) and at its peak (VmHWM), from /proc.
+
+    Not `getrusage`'s ru_maxrss: Linux carries that across fork and exec, so a
+    child started by a big parent reports the parent's peak.
+    """
+    values = {}
+    with open("/proc/self/status") as file:
+        for line in file:
+            key, _, rest = line.partition(":")
+            if key in ("VmRSS", "VmHWM"):
+                values[key] = int(rest.split()[0]) * 1024
+    return values
+
+
 def peak_memory(names, size, policy, parallel=False):
     """Peak memory of a few training steps of each model, each in a fresh process.
 
-    On CPU this is the process's peak resident set (TensorFlow's own runtime
-    included, so small models differ little); on a JAX GPU, the device's
+    On CPU: how far the resident set's peak rose above the resident set of
+    the built model during 4 training steps (activations, gradients,
+    optimizer state, workspace; not the libraries a peer imports); on a
+    JAX GPU, the device's
     peak bytes in use, with preallocation off so that the processes can run
     side by side (`parallel`) without taking the card from each other.
     """

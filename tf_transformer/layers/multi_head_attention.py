@@ -275,7 +275,11 @@ class MultiHeadAttention(keras.layers.Layer):
     def _attend(self, query, key, value, mask, training, return_attention_scores):
         """query [B, T, H, K], key [B, S, H, K], value [B, S, H, V], mask [B, 1|H, T, S]."""
         dropout_active = self.dropout > 0.0 and bool(training)
-        if not return_attention_scores and not dropout_active:
+        # TensorFlow has no fused kernel behind `ops.dot_product_attention`
+        # (it runs the same einsums with more masking ops than ours), so
+        # the fused path is for the backends that have one (JAX, torch).
+        fused = keras.backend.backend() != "tensorflow"
+        if fused and not return_attention_scores and not dropout_active:
             # The backend's fused kernel (flash attention where available);
             # it also keeps the softmax in float32.
             if mask is not None:

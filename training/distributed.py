@@ -97,8 +97,8 @@ def check_same_on_every_worker(strategy, fingerprint, what):
     every = strategy.gather(per_replica, axis=0).numpy()
     if len(set(every.tolist())) != 1:
         raise SystemExit(
-            f"The workers hold different {what}: every worker must see the same data, flags and seed "
-            "(or share the --work-dir where the first run saved them)."
+            f"The workers hold different {what}: every worker must read the same dataset with the "
+            "same flags and --seed (subword vocabularies are learned on each worker)."
         )
 
 

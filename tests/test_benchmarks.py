@@ -1,0 +1,50 @@
+"""The benchmark harness measures what it claims: same-size peers, a correct KerasHub decoder."""
+
+import json
+
+import keras
+import numpy as np
+import pytest
+
+from benchmarks import peers, run
+
+TINY = dict(layers=1, d_model=32, heads=2, dff=64, vocab=50, length=8, batch=4, dropout=0.1, positions=13)
+
+
+def test_peers_have_the_same_size_and_the_fused_peer_only_drops_attention_dropout():
+    models = {name: build(TINY) for name, build in peers.VARIANTS.items()}
+    counts = peers.check_same_size(models)
+    assert len(set(counts.values())) == 1
+    fused = [layer for layer in models["keras_hub_fused"].layers if hasattr(layer, "_self_attention_layer")]
+    assert fused and all(layer._self_attention_layer._dropout == 0.0 for layer in fused)
+    assert all(layer.dropout == 0.1 for layer in fused)  # residual dropout kept
+    with pytest.raises(AssertionError, match="differ in size"):
+        peers.check_same_size({"a": models["ours"], "b": peers.build_ours(dict(TINY, dff=65))})
+
+
+def test_keras_hub_cached_greedy_equals_recomputing_the_prefix():
+    size = dict(TINY, dropout=0.0)
+    model = peers.build_keras_hub(size)
+    x, _ = run.synthetic_batch(size, seed=3)
+    source, new_tokens = x["encoder_tokens"], 6
+    cached = keras.ops.convert_to_numpy(peers.keras_hub_greedy(model, source, 1, new_tokens))
+    tokens = np.ones((len(source), 1), "int32")
+    for _ in range(new_tokens):
+        logits = model({"encoder_tokens": source, "decoder_tokens": tokens}, training=False)
+        next_token = np.argmax(keras.ops.convert_to_numpy(logits)[:, -1], axis=-1).astype("int32")
+        tokens = np.concatenate([tokens, next_token[:, None]], axis=1)
+    np.testing.assert_array_equal(cached, tokens)
+
+
+def test_run_writes_every_section(tmp_path):
+    output = tmp_path / "result.json"
+    arguments = ["--layers", "1", "--d-model", "32", "--heads", "2", "--dff", "64", "--vocab", "50",
+                 "--length", "8", "--batch", "4", "--rounds", "1", "--steps", "3", "--new-tokens", "4",
+                 "--xla", "off", "--skip", "memory", "--models", "ours", "keras_hub", "--output", str(output)]
+    assert run.main(arguments) == 0
+    report = json.loads(output.read_text())
+    training, decoding = report["XLA off"]["training"], report["XLA off"]["decoding"]
+    assert set(training) == {"ours", "keras_hub"} and report["XLA off"]["training_reference"] == "keras_hub"
+    assert training["keras_hub"]["ratio"] == 1.0 and training["ours"]["rounds"][0] > 0
+    assert {"ours (cache)", "ours (no cache)", "keras_hub (cache)"} == set(decoding)
+    assert report["matmul_flops_per_second"] > 1e8

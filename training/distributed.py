@@ -254,16 +254,6 @@ def fit(model, strategy, make_dataset, *, epochs, steps_per_epoch, validation_st
     return history
 
 
-@contextlib.contextmanager
-def temporary_export_dir(export_dir, strategy):
-    """The directory this worker exports to; a non-chief worker's copy is deleted afterwards."""
-    path = write_path(export_dir, strategy)
-    try:
-        yield path
-    finally:
-        remove_temporary(export_dir, strategy)
-
-
 def steps(examples, global_batch_size):
     """Steps that visit about every example once an epoch (at least one)."""
     return max(1, examples // global_batch_size)

@@ -217,30 +217,26 @@ def resident_bytes():
     return values
 
 
-def peak_memory(names, size, policy, parallel=False):
+def peak_memory(names, size, policy):
     """Peak memory of a few training steps of each model, each in a fresh process.
 
     On CPU: how far the resident set's peak rose above the resident set of
     the built model during 4 training steps (activations, gradients,
     optimizer state, workspace; not the libraries a peer imports); on a
     JAX GPU, the device's
-    peak bytes in use, with preallocation off so that the processes can run
-    side by side (`parallel`) without taking the card from each other.
+    peak bytes in use. The processes run side by side (after the timings,
+    there is nothing left to disturb), with JAX's preallocation off so that
+    they do not take the card from each other.
     """
     env = dict(os.environ, XLA_PYTHON_CLIENT_PREALLOCATE="false")
-    processes = {}
-    results = {}
-    for name in names:
-        processes[name] = subprocess.Popen(
+    processes = {
+        name: subprocess.Popen(
             [sys.executable, "-c", _memory_script(name, size, policy)],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
         )
-        if not parallel:
-            results[name] = _peak_of(processes[name])
-    for name, process in processes.items():
-        if name not in results:
-            results[name] = _peak_of(process)
-    return results
+        for name in names
+    }
+    return {name: _peak_of(process) for name, process in processes.items()}
 
 
 def _peak_of(process):
@@ -248,6 +244,8 @@ def _peak_of(process):
         stdout, stderr = process.communicate(timeout=900)
     except subprocess.TimeoutExpired:
         process.kill()
+        process.wait()
+        print("  memory run timed out")
         return None
     if process.returncode != 0:
         print(f"  memory run failed: {stderr.strip().splitlines()[-1:]}")
@@ -258,8 +256,8 @@ def _peak_of(process):
 def fused_attention_probe(size):
     """Which attention kernel XLA compiled, ours vs keras's MultiHeadAttention (JAX only).
 
-    Compiles one training-shaped forward+backward of each layer with a
-    padding mask and looks for cuDNN's fused attention in the optimised HLO.
+    Compiles one training-shaped forward call of each layer with a padding
+    mask and looks for cuDNN's fused attention in the optimised HLO.
     """
     if backend() != "jax":
         return {}
@@ -397,7 +395,7 @@ def main(argv=None):
             print_table(f"Greedy decoding, {label}: batch {size['batch']} × {args.new_tokens} new tokens, tokens/s", rows, "tokens/s", reference)
             print(f"  ours: cache {cached / uncached:.1f}× faster than no cache")
     if "memory" not in args.skip:
-        memory = peak_memory(names, size, policy, parallel=True)  # after the timings: nothing left to disturb
+        memory = peak_memory(names, size, policy)
         report["peak_memory_bytes"] = memory
         print("\nPeak training memory (own process each): " + ", ".join(
             f"{n}: {m / 2**20:,.0f} MiB" if m else f"{n}: failed" for n, m in memory.items()

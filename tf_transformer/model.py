@@ -13,6 +13,7 @@ from keras import ops
 from tf_transformer.config import TransformerConfig
 from tf_transformer.layers.decoder import run_decoder
 from tf_transformer.layers.decoder_block import DecoderBlock
+from tf_transformer.layers.dropout import Dropout
 from tf_transformer.layers.encoder import run_encoder
 from tf_transformer.layers.encoder_block import EncoderBlock
 from tf_transformer.layers.token_and_position_embedding import TokenAndPositionEmbedding
@@ -71,7 +72,7 @@ class TransformerParts:
         return cls(
             source_embedding=source,
             target_embedding=target,
-            embedding_dropout=keras.layers.Dropout(config.dropout, name="embedding_dropout"),
+            embedding_dropout=Dropout(config.dropout, name="embedding_dropout"),
             encoder_blocks=blocks(EncoderBlock, "encoder_block"),
             decoder_blocks=blocks(DecoderBlock, "decoder_block"),
             encoder_norm=final_norm("encoder_norm"),

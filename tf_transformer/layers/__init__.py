@@ -2,6 +2,7 @@
 
 from tf_transformer.layers.decoder import Decoder
 from tf_transformer.layers.decoder_block import DecoderBlock
+from tf_transformer.layers.dropout import Dropout
 from tf_transformer.layers.encoder import Encoder
 from tf_transformer.layers.encoder_block import EncoderBlock
 from tf_transformer.layers.feed_forward import FeedForward
@@ -14,6 +15,7 @@ from tf_transformer.layers.token_and_position_embedding import TokenAndPositionE
 __all__ = [
     "Decoder",
     "DecoderBlock",
+    "Dropout",
     "Encoder",
     "EncoderBlock",
     "FeedForward",

@@ -7,6 +7,7 @@ H heads.
 import keras
 
 from tf_transformer import masks
+from tf_transformer.layers.dropout import Dropout
 from tf_transformer.layers.encoder_block import EncoderBlock
 from tf_transformer.layers.token_and_position_embedding import TokenAndPositionEmbedding
 from tf_transformer.utils import check_positive_int, check_rate
@@ -105,7 +106,7 @@ class Encoder(keras.layers.Layer):
         self.embedding = TokenAndPositionEmbedding(
             vocab_size, d_model, max_length, dtype=self.dtype_policy, name="embedding"
         )
-        self.embedding_dropout = keras.layers.Dropout(self.dropout, dtype=self.dtype_policy)
+        self.embedding_dropout = Dropout(self.dropout, dtype=self.dtype_policy)
         self.blocks = [
             self.block_class(**self.block_config, dtype=self.dtype_policy, name=f"block_{i}")
             for i in range(self.num_layers)

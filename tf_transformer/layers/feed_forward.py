@@ -6,6 +6,7 @@ F inner width (dff).
 
 import keras
 
+from tf_transformer.layers.dropout import Dropout
 from tf_transformer.utils import check_positive_int, check_rate
 
 
@@ -49,7 +50,7 @@ class FeedForward(keras.layers.Layer):
             dff, activation=self.activation, dtype=self.dtype_policy, name="inner_dense"
         )
         self.output_dense = keras.layers.Dense(d_model, dtype=self.dtype_policy, name="output_dense")
-        self.dropout_layer = keras.layers.Dropout(dropout, dtype=self.dtype_policy)
+        self.dropout_layer = Dropout(dropout, dtype=self.dtype_policy)
 
     def build(self, input_shape):
         self.inner_dense.build(input_shape)

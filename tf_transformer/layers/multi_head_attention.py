@@ -10,6 +10,7 @@ import keras
 from keras import ops
 
 from tf_transformer import masks
+from tf_transformer.layers.dropout import Dropout
 from tf_transformer.layers.scaled_dot_product_attention import masked_softmax
 from tf_transformer.utils import check_positive_int, check_rate
 
@@ -129,7 +130,7 @@ class MultiHeadAttention(keras.layers.Layer):
         self.seed = seed
         self.supports_masking = True
         self._inverse_sqrt_key_dim = 1.0 / math.sqrt(float(self.key_dim))
-        self.dropout_layer = keras.layers.Dropout(
+        self.dropout_layer = Dropout(
             self.dropout, seed=seed, dtype=self.dtype_policy
         )
 

@@ -5,6 +5,7 @@ We use the notation B batch, T sequence length, D model width (d_model).
 
 import keras
 
+from tf_transformer.layers.dropout import Dropout
 from tf_transformer.layers.feed_forward import FeedForward
 from tf_transformer.layers.multi_head_attention import MultiHeadAttention
 from tf_transformer.utils import check_positive_int, check_rate
@@ -53,7 +54,7 @@ class TransformerBlock(keras.layers.Layer):
         self.layer_norm_epsilon = float(layer_norm_epsilon)
         self.activation = keras.activations.get(activation)
         self.supports_masking = True
-        self.residual_dropout = keras.layers.Dropout(self.dropout, dtype=self.dtype_policy)
+        self.residual_dropout = Dropout(self.dropout, dtype=self.dtype_policy)
         self.feed_forward = FeedForward(
             d_model, dff, dropout=self.dropout, activation=self.activation,
             dtype=self.dtype_policy, name="feed_forward",

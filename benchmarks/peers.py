@@ -38,6 +38,21 @@ def build_ours_float32_logits(size):
     return keras.Model(model.inputs, logits)
 
 
+def build_ours_keras_dropout(size):
+    """Ours with Keras's own dropout draws (a diagnostic variant).
+
+    Our `Dropout` derives its masks from an integer hash under XLA;
+    `--models ours ours_keras_dropout` measures what that saves.
+    """
+    from tf_transformer.layers import Dropout
+
+    model = build_ours(size)
+    for layer in model._flatten_layers():
+        if isinstance(layer, Dropout):
+            layer.hashed = False
+    return model
+
+
 def _embed(tokens, size, name):
     import keras_hub
 
@@ -137,7 +152,7 @@ BUILDERS = {
     "keras_hub_fused": build_keras_hub_fused,
     "keras_mha": build_keras_mha,
 }
-VARIANTS = dict(BUILDERS, ours_float32_logits=build_ours_float32_logits)  # selectable with --models
+VARIANTS = dict(BUILDERS, ours_float32_logits=build_ours_float32_logits, ours_keras_dropout=build_ours_keras_dropout)  # selectable with --models
 
 
 def check_same_size(models):

@@ -6,9 +6,9 @@
 Each argument is a peer of `benchmarks/peers.py`, optionally followed by
 `:key=value,...` overrides of the benchmark size (`dropout=0` shows what
 dropout costs, `vocab=8` what the vocabulary projection and loss cost).
-Every variant is compiled with `jit_compile=True` and timed over whole
-`train_on_batch` steps (optimizer included), best of `--repeats` runs of
-`--steps` steps. With `--trace` on JAX, a profiler trace of a few steps of
+Every variant is compiled with `jit_compile=True` and timed over `fit`
+steps (optimizer included) as `benchmarks.run` times them, best of
+`--repeats` calls of `--steps` steps. With `--trace` on JAX, a profiler trace of a few steps of
 each variant is summarised: device time per kernel, largest first, and per
 kind of kernel (matmul, fused attention, random numbers, other fusions).
 """
@@ -25,6 +25,7 @@ import time
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import keras  # noqa: E402
+import numpy as np  # noqa: E402
 
 from benchmarks import peers, run  # noqa: E402
 
@@ -53,15 +54,21 @@ def build_and_compile(name, size):
     return model
 
 
-def step_seconds(model, x, y, steps, repeats):
-    model.train_on_batch(x, y)  # compile
-    best = float("inf")
+def fit_steps(model, x, y, size, steps, callbacks=()):
+    """`steps` training steps of `fit` on copies of one batch."""
+    xs = {k: np.concatenate([v] * steps) for k, v in x.items()}
+    ys = np.concatenate([y] * steps)
+    return model.fit(xs, ys, batch_size=size["batch"], epochs=1, verbose=0, shuffle=False, callbacks=list(callbacks))
+
+
+def step_seconds(model, x, y, size, steps, repeats):
+    """Best of `repeats` `fit` calls, each timed as `benchmarks.run` does (`StepTimer`)."""
+    fit_steps(model, x, y, size, 2)  # compile
+    timer, best = run.StepTimer(), float("inf")
     for _ in range(repeats):
-        start = time.perf_counter()
-        for _ in range(steps):
-            loss = model.train_on_batch(x, y)  # returns host floats: waits for the device
-        best = min(best, (time.perf_counter() - start) / steps)
-    return best, loss
+        history = fit_steps(model, x, y, size, steps, [timer])
+        best = min(best, 1 / timer.steps_per_second())
+    return best, history.history["loss"][-1]
 
 
 KINDS = (  # (kind, pattern in the kernel's name), first match wins
@@ -140,16 +147,17 @@ def main(argv=None):
     parser.add_argument("--output", default=None, help="JSON file for the results")
     args = parser.parse_args(argv)
     base = dict(run.GPU_SIZE if args.gpu else run.CPU_SIZE)
-    keras.config.set_dtype_policy(args.policy or ("mixed_bfloat16" if args.gpu else "float32"))
+    policy = args.policy or ("mixed_bfloat16" if args.gpu else "float32")
     results = {}
     for text in args.variants:
+        keras.config.set_dtype_policy(policy)  # again: clear_session() below resets it
         name, size = parse_variant(text, base)
         size["positions"] = size["length"] + 1
         x, y = run.synthetic_batch(size)
         model = build_and_compile(name, size)
-        seconds, loss = step_seconds(model, x, y, args.steps, args.repeats)
+        seconds, loss = step_seconds(model, x, y, size, args.steps, args.repeats)
         tokens = size["batch"] * size["length"] / seconds
-        print(f"{text:40s} {seconds * 1e3:8.2f} ms a step, {tokens:12,.0f} target tokens/s (loss {loss:.3f})", flush=True)
+        print(f"{text:40s} {policy} {seconds * 1e3:8.2f} ms a step, {tokens:12,.0f} target tokens/s (loss {loss:.3f})", flush=True)
         results[text] = {"step_s": seconds, "tokens_per_s": tokens}
         if args.trace and keras.backend.backend() == "jax":
             import jax
@@ -157,8 +165,7 @@ def main(argv=None):
             directory = os.path.join(args.trace, re.sub(r"[^A-Za-z0-9_.-]", "_", text))
             traced_steps = 3
             with jax.profiler.trace(directory, create_perfetto_trace=True):
-                for _ in range(traced_steps):
-                    model.train_on_batch(x, y)
+                fit_steps(model, x, y, size, traced_steps)
             results[text]["trace"] = summarise_trace(directory, traced_steps)
         del model
         keras.backend.clear_session()

@@ -181,6 +181,27 @@ def test_cache_equals_full_pass(rng):
         np.testing.assert_allclose(step[:, 0], full[:, t], atol=1e-5)
 
 
+@pytest.mark.parametrize("jit_compile", [False, True])
+def test_cache_equals_full_pass_in_a_compiled_step(rng, jit_compile):
+    """Compiled steps write the cache differently (a one-hot `where` without
+    XLA, in-place `slice_update` with it); both must give the full pass."""
+    import tensorflow as tf
+
+    layer = MultiHeadAttention(2, 4)
+    x = rng.normal(size=(B, T, 8)).astype("float32")
+    full = keras.ops.convert_to_numpy(layer(x, x, use_causal_mask=True))
+    step_fn = tf.function(
+        lambda x, cache, t: layer(x, x, use_causal_mask=True, cache=cache, cache_update_index=t),
+        jit_compile=jit_compile,
+    )
+    cache = (np.zeros((B, T, 2, 4), "float32"), np.zeros((B, T, 2, 4), "float32"))
+    for t in range(T):
+        step, cache = step_fn(x[:, t : t + 1], cache, tf.constant(t))
+        np.testing.assert_allclose(step[:, 0], full[:, t], atol=1e-5)
+    # The cache holds every position's projected keys, nothing left at zero.
+    assert np.all(np.abs(cache[0].numpy()).sum(axis=(2, 3)) > 0)
+
+
 def test_constructor_validates():
     with pytest.raises(ValueError, match="num_heads"):
         MultiHeadAttention(0, 4)

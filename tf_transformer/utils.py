@@ -32,3 +32,22 @@ def concrete_value(x):
         return ops.convert_to_numpy(x)
     except Exception:  # a tracer or graph tensor: no value to check
         return None
+
+
+def compiled_by_xla():
+    """Whether the current call is being traced for XLA.
+
+    True on JAX (`jax.jit` is how JAX runs a model; eager JAX runs op by op
+    anyway) and inside TensorFlow functions with `jit_compile=True`; False
+    in TensorFlow's graph and eager modes and on torch. Code that has a
+    faster form under XLA (fused integer ops, in-place `slice_update`) and a
+    form built from core ops (TF Serving builds without XLA) picks with it.
+    """
+    backend = keras.backend.backend()
+    if backend == "jax":
+        return True
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        return tf.__internal__.get_enclosing_xla_context() is not None
+    return False

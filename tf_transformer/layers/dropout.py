@@ -7,6 +7,8 @@ import keras
 import numpy as np
 from keras import ops
 
+from tf_transformer.utils import compiled_by_xla
+
 # lowbias32, an integer hash by C. Wellons (github.com/skeeto/hash-prospector):
 # xor-shift / multiply rounds with a measured bias of 0.17, i.e. flipping any
 # input bit flips each output bit with probability within 0.2 % of 1/2.
@@ -38,18 +40,6 @@ def random_bits(shape, seed):
         size = size * dim
     index = ops.cast(ops.reshape(ops.arange(size, dtype="int32"), shape), "uint32")
     return _mix(ops.add(_mix(ops.bitwise_xor(index, key)), key))
-
-
-def _compiled_by_xla():
-    """Whether the call is being traced for XLA (where the hash pays off)."""
-    backend = keras.backend.backend()
-    if backend == "jax":
-        return True  # jax.jit is how JAX trains; eager JAX runs op by op anyway
-    if backend == "tensorflow":
-        import tensorflow as tf
-
-        return tf.__internal__.get_enclosing_xla_context() is not None
-    return False
 
 
 @keras.saving.register_keras_serializable(package="tf_transformer")
@@ -96,7 +86,7 @@ class Dropout(keras.layers.Dropout):
     hashed = True  # False: always Keras's draws (benchmarks.peers measures the difference)
 
     def call(self, inputs, training=False):
-        if not (self.hashed and training and 0.0 < self.rate < 1.0 and self.noise_shape is None and _compiled_by_xla()):
+        if not (self.hashed and training and 0.0 < self.rate < 1.0 and self.noise_shape is None and compiled_by_xla()):
             return super().call(inputs, training=training)
         threshold = np.uint32(min(round(self.rate * 2.0**32), 2**32 - 1))
         keep = ops.greater_equal(random_bits(ops.shape(inputs), self.seed_generator.next()), threshold)

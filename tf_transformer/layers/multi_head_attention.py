@@ -12,7 +12,7 @@ from keras import ops
 from tf_transformer import masks
 from tf_transformer.layers.dropout import Dropout
 from tf_transformer.layers.scaled_dot_product_attention import masked_softmax
-from tf_transformer.utils import check_positive_int, check_rate
+from tf_transformer.utils import check_positive_int, check_rate, compiled_by_xla
 
 
 @keras.saving.register_keras_serializable(package="tf_transformer")
@@ -362,13 +362,15 @@ class MultiHeadAttention(keras.layers.Layer):
 def _write_cache(cache, update, index):
     """Writes `update` [B, T, H, K] into `cache` [B, L, H, K] at `index`.
 
-    A single step is written with a one-hot `where`, which lowers to core
-    TensorFlow ops (an exported model then runs on a TF Serving build without
-    XLA, where `slice_update`'s XlaDynamicUpdateSlice is missing); longer
-    chunks use `slice_update`.
+    Under XLA (JAX, `jit_compile=True`) with `slice_update`, which XLA does
+    in place: O(T) per step. Otherwise a single step is written with a
+    one-hot `where`, which reads and writes the whole cache, O(L), but
+    lowers to core TensorFlow ops (an exported model then runs on a TF
+    Serving build without XLA, where `slice_update`'s XlaDynamicUpdateSlice
+    is missing); longer chunks use `slice_update`.
     """
     update = ops.cast(update, cache.dtype)
-    if update.shape[1] == 1:
+    if update.shape[1] == 1 and not compiled_by_xla():
         positions = ops.arange(ops.shape(cache)[1])
         here = ops.reshape(ops.equal(positions, index), (1, -1, 1, 1))  # [1, L, 1, 1]
         return ops.where(here, update, cache)

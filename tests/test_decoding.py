@@ -149,3 +149,17 @@ def test_decoding_under_mixed_precision():
         tokens = tf.function(lambda s: search(model, s, START, END, MAX_LENGTH), jit_compile=True)(tf.constant(source))
         assert tokens.shape == (3, MAX_LENGTH) and tokens.dtype == tf.int32
         assert np.all(tokens.numpy()[:, 0] == START)
+
+
+def test_compiled_argmax_is_the_first_index_of_the_maximum(rng):
+    from tf_transformer.decoding import _argmax
+
+    logits = rng.normal(size=(16, 50)).astype("float32")
+    logits[3, [7, 20]] = 10.0  # a tie: the first index wins, as with argmax
+    logits[5] = 0.0  # all equal
+    compiled = tf.function(_argmax, jit_compile=True)(tf.constant(logits)).numpy()
+    np.testing.assert_array_equal(compiled, np.argmax(logits, axis=-1))
+    assert compiled[3] == 7 and compiled[5] == 0
+    # A NaN row (a diverged model) still gives a valid id, never the vocabulary size.
+    logits[0] = np.nan
+    assert 0 <= tf.function(_argmax, jit_compile=True)(tf.constant(logits)).numpy()[0] < 50

@@ -13,6 +13,7 @@ vocabulary size, K beam size.
 from keras import ops
 
 from tf_transformer.model import TransformerParts
+from tf_transformer.utils import compiled_by_xla
 
 _NEG_INF = -1e9
 
@@ -35,6 +36,22 @@ def _write(buffer, index, values):
     """`buffer[..., index] = values` as a one-hot `where`: core ops, no XLA-only ops."""
     here = ops.equal(ops.arange(ops.shape(buffer)[-1]), index)
     return ops.where(here, ops.expand_dims(values, -1), buffer)
+
+
+def _argmax(logits):
+    """`argmax` over the last axis of `[B, V]`: the first index of the maximum, int32.
+
+    XLA lowers `argmax` to a reduction over (value, index) pairs that runs
+    as a scalar loop on a CPU (207 µs for [32, 8000], a fifth of a decoding
+    step); a max, then the smallest index that reaches it, is two plain
+    reductions (73 µs). Without XLA, TensorFlow's own ArgMax kernel is faster.
+    """
+    if not compiled_by_xla():
+        return ops.cast(ops.argmax(logits, axis=-1), "int32")
+    vocab_size = ops.shape(logits)[-1]
+    top = ops.max(logits, axis=-1, keepdims=True)
+    positions = ops.where(ops.equal(logits, top), ops.arange(vocab_size, dtype="int32"), vocab_size)
+    return ops.minimum(ops.min(positions, axis=-1), vocab_size - 1)  # the bound: a NaN row matches nothing
 
 
 def _next_token_logits(parts, tokens, index, cache, context, context_padding_mask, use_cache):
@@ -91,7 +108,7 @@ def greedy_search(model, encoder_tokens, start_id, end_id, max_length, use_cache
 
     def body(index, tokens, finished, cache):
         logits, cache = _next_token_logits(parts, tokens, index, cache, context, context_padding_mask, use_cache)
-        next_token = ops.cast(ops.argmax(logits, axis=-1), "int32")  # no softmax needed for the argmax
+        next_token = _argmax(logits)  # no softmax needed for the argmax
         next_token = ops.where(finished, 0, next_token)
         if end_id is not None:
             finished = ops.logical_or(finished, ops.equal(next_token, end_id))

@@ -175,7 +175,7 @@ def test_cache_equals_full_pass(rng):
     layer = MultiHeadAttention(2, 4)
     x = rng.normal(size=(B, T, 8)).astype("float32")
     full = keras.ops.convert_to_numpy(layer(x, x, use_causal_mask=True))
-    cache = (np.zeros((B, T, 2, 4), "float32"), np.zeros((B, T, 2, 4), "float32"))
+    cache = (np.zeros((B, 2, T, 4), "float32"), np.zeros((B, 2, T, 4), "float32"))
     for t in range(T):
         step, cache = layer(x[:, t : t + 1], x[:, t : t + 1], use_causal_mask=True, cache=cache, cache_update_index=t)
         np.testing.assert_allclose(step[:, 0], full[:, t], atol=1e-5)
@@ -194,12 +194,12 @@ def test_cache_equals_full_pass_in_a_compiled_step(rng, jit_compile):
         lambda x, cache, t: layer(x, x, use_causal_mask=True, cache=cache, cache_update_index=t),
         jit_compile=jit_compile,
     )
-    cache = (np.zeros((B, T, 2, 4), "float32"), np.zeros((B, T, 2, 4), "float32"))
+    cache = (np.zeros((B, 2, T, 4), "float32"), np.zeros((B, 2, T, 4), "float32"))
     for t in range(T):
         step, cache = step_fn(x[:, t : t + 1], cache, tf.constant(t))
         np.testing.assert_allclose(step[:, 0], full[:, t], atol=1e-5)
     # The cache holds every position's projected keys, nothing left at zero.
-    assert np.all(np.abs(cache[0].numpy()).sum(axis=(2, 3)) > 0)
+    assert np.all(np.abs(cache[0].numpy()).sum(axis=(1, 3)) > 0)
 
 
 def test_constructor_validates():

@@ -93,10 +93,10 @@ class DecoderBlock(TransformerBlock):
             context: `[B, S, D]` encoder output (needed with cross-attention).
 
         Returns:
-            `{"self": (key, value) zeros [B, L, H, K], "cross": (key, value)
-            [B, S, H, K]}`.
+            `{"self": (key, value) zeros [B, H, L, K], "cross": (key, value)
+            [B, H, S, K]}` (heads first: see `MultiHeadAttention`'s `cache`).
         """
-        shape = (batch_size, max_length, self.num_heads, self.d_model // self.num_heads)
+        shape = (batch_size, self.num_heads, max_length, self.d_model // self.num_heads)
         cache = {
             "self": (
                 ops.zeros(shape, dtype=self.compute_dtype),

@@ -68,13 +68,15 @@ class MultiHeadAttention(keras.layers.Layer):
         return_attention_scores: also return the attention weights
             `[B, H, T, S]`.
         training: whether dropout is active.
-        cache: a `(key_cache, value_cache)` pair, `[B, L, H, K]` and
-            `[B, L, H, V]`. With `cache_update_index=None` the cache holds the
-            already projected keys and values (cross-attention: the encoder
-            output projected once by `compute_cache`) and `key`/`value` are
-            ignored. With an index, the projected `key`/`value` of the current
-            step(s) are written into the cache at that position and the query
-            attends over the whole cache.
+        cache: a `(key_cache, value_cache)` pair, `[B, H, L, K]` and
+            `[B, H, L, V]` (heads before positions, so a decoding step reads
+            it without copying it into another layout). With
+            `cache_update_index=None` the cache holds the already projected
+            keys and values (cross-attention: the encoder output projected
+            once by `compute_cache`) and `key`/`value` are ignored. With an
+            index, the projected `key`/`value` of the current step(s) are
+            written into the cache at that position and the query attends
+            over the whole cache.
         cache_update_index: int scalar, the position of the first query of
             this call in the cache.
 
@@ -193,18 +195,23 @@ class MultiHeadAttention(keras.layers.Layer):
         x = ops.einsum("btd,dhk->bthk", x, ops.cast(kernel, x.dtype))  # [B, T, H, K]
         return x if bias is None else x + ops.cast(bias, x.dtype)
 
-    def compute_cache(self, value, key=None):
-        """Projects keys and values once: `(key [B, S, H, K], value [B, S, H, V])`.
-
-        Used for cross-attention while decoding, where the encoder output
-        does not change from one step to the next.
-        """
+    def _project_key_value(self, value, key=None):
+        """`(key [B, S, H, K], value [B, S, H, V])`, projected."""
         key = ops.cast(value if key is None else key, self.compute_dtype)
         value = ops.cast(value, self.compute_dtype)
         return (
             self._project(key, self.key_kernel, self.key_bias),
             self._project(value, self.value_kernel, self.value_bias),
         )
+
+    def compute_cache(self, value, key=None):
+        """Projects keys and values once: `(key [B, H, S, K], value [B, H, S, V])`.
+
+        Used for cross-attention while decoding, where the encoder output
+        does not change from one step to the next; in the cache's
+        heads-first layout.
+        """
+        return tuple(_heads_first(x) for x in self._project_key_value(value, key))
 
     def call(
         self,
@@ -229,17 +236,17 @@ class MultiHeadAttention(keras.layers.Layer):
 
         query_projected = self._project(query, self.query_kernel, self.query_bias)  # [B, T, H, K]
         if cache is None:
-            key_projected, value_projected = self.compute_cache(value, key)  # [B, S, H, K|V]
+            key_projected, value_projected = self._project_key_value(value, key)  # [B, S, H, K|V]
         elif cache_update_index is None:
-            key_projected, value_projected = cache
+            key_projected, value_projected = cache  # [B, H, S, K|V]
         else:
-            step_key, step_value = self.compute_cache(value, key)  # [B, T, H, K|V]
+            step_key, step_value = self.compute_cache(value, key)  # [B, H, T, K|V]
             key_projected = _write_cache(cache[0], step_key, cache_update_index)
             value_projected = _write_cache(cache[1], step_value, cache_update_index)
             cache = (key_projected, value_projected)
 
         query_length = ops.shape(query_projected)[1]
-        key_length = ops.shape(key_projected)[1]
+        key_length = ops.shape(key_projected)[1 if cache is None else 2]
         if cache_update_index is not None and use_causal_mask:
             # With a cache, query t sits at position index + t.
             causal = ops.less_equal(
@@ -275,16 +282,10 @@ class MultiHeadAttention(keras.layers.Layer):
         return outputs[0] if len(outputs) == 1 else outputs
 
     def _attend(self, query, key, value, mask, training, return_attention_scores, decoding=False):
-        """query [B, T, H, K], key [B, S, H, K], value [B, S, H, V], mask [B, 1|H, T, S]."""
+        """query [B, T, H, K], mask [B, 1|H, T, S]; key [B, S, H, K] and value
+        [B, S, H, V], or, from a cache (`decoding`), [B, H, S, K|V]."""
         dropout_active = self.dropout > 0.0 and bool(training)
-        # TensorFlow has no fused kernel behind `ops.dot_product_attention`:
-        # it runs the same einsums with more masking ops than ours. Under XLA
-        # those fuse away (training measured 1.03x KerasHub through it, 0.97x
-        # through ours), but a cached decoding step is a few hundred tiny
-        # ops, where each one counts (0.85x KerasHub through it, 1.05-1.10x
-        # through ours). So TensorFlow decodes through ours.
-        fused = not (decoding and keras.backend.backend() == "tensorflow")
-        if fused and not return_attention_scores and not dropout_active:
+        if not (decoding or return_attention_scores or dropout_active):
             # The backend's fused kernel (flash attention where available);
             # it also keeps the softmax in float32.
             if mask is not None:
@@ -299,11 +300,17 @@ class MultiHeadAttention(keras.layers.Layer):
                 query, key, value, mask=mask, scale=self._inverse_sqrt_key_dim
             )
             return output, None
+        # Ours: when the scores are asked for, when they are dropped out, and
+        # for a cached step. Its einsums read the heads-first cache in place;
+        # `ops.dot_product_attention` wants [B, S, H, K] (XLA copied the whole
+        # cache every step: 30 % of a decoding step) and, on TensorFlow, adds
+        # masking ops that count in a step of a few hundred tiny ops.
+        keys = "bhsk" if decoding else "bshk"
         query = query * ops.cast(self._inverse_sqrt_key_dim, query.dtype)
-        scores = ops.einsum("bthk,bshk->bhts", query, key)  # [B, H, T, S]
+        scores = ops.einsum(f"bthk,{keys}->bhts", query, key)  # [B, H, T, S]
         weights = masked_softmax(scores, mask)
         dropped = self.dropout_layer(weights, training=training) if dropout_active else weights
-        output = ops.einsum("bhts,bshv->bthv", dropped, value)  # [B, T, H, V]
+        output = ops.einsum(f"bhts,{keys[:-1]}v->bthv", dropped, value)  # [B, T, H, V]
         return output, weights
 
     def compute_output_shape(self, query_shape, value_shape, key_shape=None):
@@ -326,7 +333,7 @@ class MultiHeadAttention(keras.layers.Layer):
         )
         outputs = (output,)
         if return_attention_scores:
-            key_length = cache[0].shape[1] if cache is not None else value.shape[1]
+            key_length = cache[0].shape[2] if cache is not None else value.shape[1]
             outputs += (
                 keras.KerasTensor(
                     (query.shape[0], self.num_heads, query.shape[1], key_length),
@@ -359,8 +366,13 @@ class MultiHeadAttention(keras.layers.Layer):
         return config
 
 
+def _heads_first(x):
+    """[B, S, H, K] -> [B, H, S, K], the cache's layout."""
+    return ops.transpose(x, (0, 2, 1, 3))
+
+
 def _write_cache(cache, update, index):
-    """Writes `update` [B, T, H, K] into `cache` [B, L, H, K] at `index`.
+    """Writes `update` [B, H, T, K] into `cache` [B, H, L, K] at `index`.
 
     Under XLA (JAX, `jit_compile=True`) with `slice_update`, which XLA does
     in place: O(T) per step. Otherwise a single step is written with a
@@ -370,10 +382,10 @@ def _write_cache(cache, update, index):
     is missing); longer chunks use `slice_update`.
     """
     update = ops.cast(update, cache.dtype)
-    if update.shape[1] == 1 and not compiled_by_xla():
-        positions = ops.arange(ops.shape(cache)[1])
-        here = ops.reshape(ops.equal(positions, index), (1, -1, 1, 1))  # [1, L, 1, 1]
+    if update.shape[2] == 1 and not compiled_by_xla():
+        positions = ops.arange(ops.shape(cache)[2])
+        here = ops.reshape(ops.equal(positions, index), (1, 1, -1, 1))  # [1, 1, L, 1]
         return ops.where(here, update, cache)
     zero = ops.zeros((), dtype="int32")
-    start = [zero, ops.cast(index, "int32"), zero, zero]
+    start = [zero, zero, ops.cast(index, "int32"), zero]
     return ops.slice_update(cache, start, update)

@@ -140,6 +140,12 @@ def test_fit_with_xla_draws_through_the_hash(monkeypatch):
         assert bool(calls) == expect_hash, jit
 
 
+def test_only_int32_indexable_tensors_are_hashed():
+    assert dropout_module._int32_indexable((None, 128, 512))
+    assert dropout_module._int32_indexable((2**15, 2**15 - 1))
+    assert not dropout_module._int32_indexable((2**16, 2**15))
+
+
 def test_rejects_a_bad_rate():
     with pytest.raises(ValueError, match="rate"):
         Dropout(1.5)

@@ -42,6 +42,11 @@ def random_bits(shape, seed):
     return _mix(ops.add(_mix(ops.bitwise_xor(index, key)), key))
 
 
+def _int32_indexable(shape):
+    """Whether every element has an int32 index (unknown dimensions: assumed)."""
+    return int(np.prod([dim or 1 for dim in shape], dtype=np.float64)) < 2**31
+
+
 @keras.saving.register_keras_serializable(package="tf_transformer")
 class Dropout(keras.layers.Dropout):
     """`keras.layers.Dropout`, with a mask that is cheap to draw under XLA.
@@ -58,9 +63,9 @@ class Dropout(keras.layers.Dropout):
     kept with probability `1 - rate` (to 2^-32) and scaled by `1 / (1 - rate)`,
     as with Keras's layer; draws depend on the seed and the number of calls,
     as with Keras's layer, but are not the same numbers. Without XLA
-    (TensorFlow's graph or eager mode, torch), or with a `noise_shape`, it is
-    Keras's dropout: TensorFlow's own multi-threaded kernel is the faster
-    there.
+    (TensorFlow's graph or eager mode, torch), with a `noise_shape`, or for
+    a tensor of 2^31 elements or more (int32 indices), it is Keras's
+    dropout: TensorFlow's own multi-threaded kernel is the faster there.
 
     Args:
         rate: fraction of the inputs to drop, in [0, 1].
@@ -86,7 +91,11 @@ class Dropout(keras.layers.Dropout):
     hashed = True  # False: always Keras's draws (benchmarks.peers measures the difference)
 
     def call(self, inputs, training=False):
-        if not (self.hashed and training and 0.0 < self.rate < 1.0 and self.noise_shape is None and compiled_by_xla()):
+        hashed = (
+            self.hashed and training and 0.0 < self.rate < 1.0 and self.noise_shape is None
+            and _int32_indexable(inputs.shape) and compiled_by_xla()
+        )
+        if not hashed:
             return super().call(inputs, training=training)
         threshold = np.uint32(min(round(self.rate * 2.0**32), 2**32 - 1))
         keep = ops.greater_equal(random_bits(ops.shape(inputs), self.seed_generator.next()), threshold)

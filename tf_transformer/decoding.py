@@ -42,8 +42,8 @@ def _argmax(logits):
     """`argmax` over the last axis of `[B, V]`: the first index of the maximum, int32.
 
     XLA lowers `argmax` to a reduction over (value, index) pairs that runs
-    as a scalar loop on a CPU (207 µs for [32, 8000], a fifth of a decoding
-    step); a max, then the smallest index that reaches it, is two plain
+    as a scalar loop on a CPU (207 µs for [32, 8000], 12 % of a decoding
+    step's thread time); a max, then the smallest index that reaches it, is two plain
     reductions (73 µs). Without XLA, TensorFlow's own ArgMax kernel is faster.
     """
     if not compiled_by_xla():

@@ -36,7 +36,8 @@ class MultiHeadAttention(keras.layers.Layer):
     softmax in float32 under mixed precision.
 
     It also carries the key/value cache used for incremental decoding (the
-    `cache` and `cache_update_index` arguments, KerasHub's convention).
+    `cache` and `cache_update_index` arguments, named as KerasHub's; our
+    cache is heads-first, `[B, H, L, K]`).
 
     Args:
         num_heads: H, the number of attention heads.

@@ -20,12 +20,10 @@ import gzip
 import json
 import os
 import re
-import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import keras  # noqa: E402
-import numpy as np  # noqa: E402
 
 from benchmarks import peers, run  # noqa: E402
 
@@ -43,21 +41,9 @@ def parse_variant(text, base):
     return name, size
 
 
-def build_and_compile(name, size):
-    keras.utils.set_random_seed(0)
-    model = peers.VARIANTS[name](size)
-    model.compile(
-        optimizer=keras.optimizers.Adam(1e-4),
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-        jit_compile=True,
-    )
-    return model
-
-
 def fit_steps(model, x, y, size, steps, callbacks=()):
     """`steps` training steps of `fit` on copies of one batch."""
-    xs = {k: np.concatenate([v] * steps) for k, v in x.items()}
-    ys = np.concatenate([y] * steps)
+    xs, ys = run.repeated(x, y, steps)
     return model.fit(xs, ys, batch_size=size["batch"], epochs=1, verbose=0, shuffle=False, callbacks=list(callbacks))
 
 
@@ -154,7 +140,7 @@ def main(argv=None):
         name, size = parse_variant(text, base)
         size["positions"] = size["length"] + 1
         x, y = run.synthetic_batch(size)
-        model = build_and_compile(name, size)
+        model = run.compiled_peer(name, size, jit=True)
         seconds, loss = step_seconds(model, x, y, size, args.steps, args.repeats)
         tokens = size["batch"] * size["length"] / seconds
         print(f"{text:40s} {policy} {seconds * 1e3:8.2f} ms a step, {tokens:12,.0f} target tokens/s (loss {loss:.3f})", flush=True)

@@ -138,19 +138,29 @@ class StepTimer(keras.callbacks.Callback):
         return (len(ends) - 1) / (ends[-1] - ends[0])
 
 
+def compiled_peer(name, size, jit):
+    """Peer `name` built from seed 0 and compiled as every benchmark trains it."""
+    keras.utils.set_random_seed(0)
+    model = peers.VARIANTS[name](size)
+    model.compile(
+        optimizer=keras.optimizers.Adam(1e-4),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        jit_compile=jit,
+    )
+    return model
+
+
+def repeated(x, y, steps):
+    """`steps` copies of one batch, one `fit` epoch of `steps` steps."""
+    return {k: np.concatenate([v] * steps) for k, v in x.items()}, np.concatenate([y] * steps)
+
+
 def measure_training(size, names, jit, rounds, steps):
     x, y = synthetic_batch(size)
-    xs = {k: np.concatenate([v] * steps) for k, v in x.items()}
-    ys = np.concatenate([y] * steps)
+    xs, ys = repeated(x, y, steps)
     models, first_call = {}, {}
     for name in names:
-        keras.utils.set_random_seed(0)
-        model = peers.VARIANTS[name](size)
-        model.compile(
-            optimizer=keras.optimizers.Adam(1e-4),
-            loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-            jit_compile=jit,
-        )
+        model = compiled_peer(name, size, jit)
         start = time.perf_counter()
         model.fit(x, y, batch_size=size["batch"], epochs=1, verbose=0)  # trace/compile
         first_call[name] = time.perf_counter() - start

@@ -49,5 +49,8 @@ def compiled_by_xla():
     if backend == "tensorflow":
         import tensorflow as tf
 
-        return tf.__internal__.get_enclosing_xla_context() is not None
+        # The check TensorFlow's own losses use; should a later version drop
+        # it, everything takes its XLA-free form rather than fail.
+        enclosing_xla_context = getattr(getattr(tf, "__internal__", None), "get_enclosing_xla_context", None)
+        return enclosing_xla_context is not None and enclosing_xla_context() is not None
     return False

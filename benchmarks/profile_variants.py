@@ -132,12 +132,14 @@ def main(argv=None):
     parser.add_argument("--trace", default=None, help="JAX only: directory for profiler traces")
     parser.add_argument("--output", default=None, help="JSON file for the results")
     args = parser.parse_args(argv)
+    if args.trace and keras.backend.backend() != "jax":
+        parser.error("--trace reads JAX's profiler trace: run with KERAS_BACKEND=jax")
     base = dict(run.GPU_SIZE if args.gpu else run.CPU_SIZE)
+    variants = [parse_variant(text, base) for text in args.variants]  # every typo before any compile
     policy = args.policy or ("mixed_bfloat16" if args.gpu else "float32")
     results = {}
-    for text in args.variants:
+    for text, (name, size) in zip(args.variants, variants):
         keras.config.set_dtype_policy(policy)  # again: clear_session() below resets it
-        name, size = parse_variant(text, base)
         size["positions"] = size["length"] + 1
         x, y = run.synthetic_batch(size)
         model = run.compiled_peer(name, size, jit=True)

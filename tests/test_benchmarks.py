@@ -48,3 +48,16 @@ def test_run_writes_every_section(tmp_path):
     assert training["keras_hub"]["ratio"] == 1.0 and training["ours"]["rounds"][0] > 0
     assert {"ours (cache)", "ours (no cache)", "keras_hub (cache)"} == set(decoding)
     assert report["matmul_flops_per_second"] > 1e8
+
+
+def test_profile_variants_rejects_bad_arguments_before_compiling():
+    from benchmarks import profile_variants
+
+    with pytest.raises(SystemExit, match="Unknown size key 'layer'"):
+        profile_variants.main(["ours:layers=1", "ours:layer=1"])
+    with pytest.raises(SystemExit, match="Unknown model 'theirs'"):
+        profile_variants.main(["theirs"])
+    name, size = profile_variants.parse_variant("keras_hub_fused:vocab=8,dropout=0", {"vocab": 8000, "dropout": 0.1})
+    assert name == "keras_hub_fused" and size == {"vocab": 8, "dropout": 0.0}
+    with pytest.raises(SystemExit):  # argparse's error: --trace needs the JAX backend
+        profile_variants.main(["ours", "--trace", "/tmp/unused"])

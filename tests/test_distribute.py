@@ -32,11 +32,17 @@ def train(strategy):
     with strategy.scope():
         config = tt.TransformerConfig.preset("tiny", source_vocab_size=20, target_vocab_size=20, d_model=32, dff=64, dropout=0.0)
         model = tt.build_transformer(config)
-        model.compile(recipe.paper_optimizer(32, warmup_steps=10), recipe.MaskedSparseCategoricalCrossentropy(),
+        # SGD, as for JAX below: Adam divides each step by the gradient's own
+        # running size, so a gradient that is round-off in exact arithmetic
+        # (key biases: exactly zero, the softmax cancels them) or nearly so
+        # moves by up to a learning rate either way, and the comparison would
+        # measure that noise (6e-4 on one FFN weight); SGD also catches a
+        # gradient summed or averaged wrongly across replicas, which Adam's
+        # scale invariance would hide. The recipe's optimizer runs distributed
+        # in the two-worker test below.
+        model.compile(keras.optimizers.SGD(0.5), recipe.MaskedSparseCategoricalCrossentropy(),
                       metrics=[recipe.MaskedAccuracy()])
     history = model.fit(data, epochs=4, verbose=0, shuffle=False)
-    # Key biases have an exactly-zero gradient (the softmax cancels them), so
-    # Adam turns round-off noise into full steps there: compare the rest.
     return history.history["loss"], [w.numpy() for w in model.weights if not w.path.endswith("key_bias")]
 
 one_loss, one_weights = train(tf.distribute.OneDeviceStrategy("/cpu:0"))

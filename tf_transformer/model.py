@@ -16,6 +16,7 @@ from tf_transformer.layers.decoder_block import DecoderBlock
 from tf_transformer.layers.dropout import Dropout
 from tf_transformer.layers.encoder import run_encoder
 from tf_transformer.layers.encoder_block import EncoderBlock
+from tf_transformer.layers.layer_normalization import LayerNormalization
 from tf_transformer.layers.token_and_position_embedding import TokenAndPositionEmbedding
 
 
@@ -62,7 +63,7 @@ class TransformerParts:
         def final_norm(name):
             if not config.norm_first:
                 return None
-            return keras.layers.LayerNormalization(epsilon=config.layer_norm_epsilon, name=name)
+            return LayerNormalization(epsilon=config.layer_norm_epsilon, name=name)
 
         if config.share_embeddings:
             source = target = embedding(config.source_vocab_size, "shared_embedding")

@@ -6,6 +6,7 @@ from tf_transformer.layers.dropout import Dropout
 from tf_transformer.layers.encoder import Encoder
 from tf_transformer.layers.encoder_block import EncoderBlock
 from tf_transformer.layers.feed_forward import FeedForward
+from tf_transformer.layers.layer_normalization import LayerNormalization
 from tf_transformer.layers.multi_head_attention import MultiHeadAttention
 from tf_transformer.layers.positional_encoding import PositionalEncoding, positional_encoding
 from tf_transformer.layers.scaled_dot_product_attention import scaled_dot_product_attention
@@ -19,6 +20,7 @@ __all__ = [
     "Encoder",
     "EncoderBlock",
     "FeedForward",
+    "LayerNormalization",
     "MultiHeadAttention",
     "PositionalEncoding",
     "SelfAttention",

@@ -9,6 +9,7 @@ import keras
 from tf_transformer import masks
 from tf_transformer.layers.dropout import Dropout
 from tf_transformer.layers.encoder_block import EncoderBlock
+from tf_transformer.layers.layer_normalization import LayerNormalization
 from tf_transformer.layers.token_and_position_embedding import TokenAndPositionEmbedding
 from tf_transformer.utils import check_positive_int, check_rate
 
@@ -112,7 +113,7 @@ class Encoder(keras.layers.Layer):
             for i in range(self.num_layers)
         ]
         self.final_norm = (
-            keras.layers.LayerNormalization(epsilon=layer_norm_epsilon, dtype=self.dtype_policy, name="final_norm")
+            LayerNormalization(epsilon=layer_norm_epsilon, dtype=self.dtype_policy, name="final_norm")
             if norm_first
             else None
         )

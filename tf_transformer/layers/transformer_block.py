@@ -7,6 +7,7 @@ import keras
 
 from tf_transformer.layers.dropout import Dropout
 from tf_transformer.layers.feed_forward import FeedForward
+from tf_transformer.layers.layer_normalization import LayerNormalization
 from tf_transformer.layers.multi_head_attention import MultiHeadAttention
 from tf_transformer.utils import check_positive_int, check_rate
 
@@ -72,7 +73,7 @@ class TransformerBlock(keras.layers.Layer):
         )
 
     def _layer_norm(self, name):
-        return keras.layers.LayerNormalization(
+        return LayerNormalization(
             epsilon=self.layer_norm_epsilon, dtype=self.dtype_policy, name=name
         )
 

@@ -150,6 +150,14 @@ def test_pipeline_shapes_teacher_forcing_and_bucketing(date_splits):
         assert np.all((labels == END).sum(1) == 1)
         real += (encoder != 0).sum()
         padded += encoder.size
+    # Evaluation keeps every example, in the same few lengths (one XLA
+    # compile of the test step per shape, not per batch).
+    lengths, rows = set(), 0
+    for inputs, labels in pipeline.make_dataset(source_ids, target_ids, batch_size=32, max_length=24):
+        lengths.add(inputs["encoder_tokens"].shape[1])
+        rows += len(labels)
+    assert rows == int(source_ids.nrows())
+    assert lengths <= {7, 11, 15, 19, 23, 24}
     # Bucketing keeps padding well below plain padded batches of the same data.
     plain = tf.data.Dataset.from_tensor_slices(source_ids).map(tf.identity).shuffle(10000, seed=0).padded_batch(32)
     plain_real = plain_padded = 0

@@ -28,22 +28,23 @@ def make_dataset(source_ids, target_ids, batch_size, max_length, shuffle=False, 
 
     Each element is `({"encoder_tokens": [B, S], "decoder_tokens": [B, T]},
     labels [B, T])` with `decoder_tokens = target[:-1]` and
-    `labels = target[1:]`. Examples are bucketed by length, and the batch
-    size of each bucket chosen so that a batch holds about `batch_tokens`
-    tokens: little padding, and the same work per step.
+    `labels = target[1:]`. Examples are bucketed by length and padded to
+    their bucket's boundary: little padding, and a few batch shapes. With
+    `shuffle` (training) each bucket's incomplete last batch is dropped, so
+    every batch has `batch_size` rows.
 
     With a `tf.distribute.InputContext` (multi-worker training), the
     dataset is this input pipeline's shard of the examples, repeated without
-    end (the loop runs a fixed number of steps on every worker), in batches
-    of the per-replica share of the global `batch_size`, padded to the
-    bucket boundaries in every split.
+    end (the loop runs a fixed number of steps on every worker), in full
+    batches of the per-replica share of the global `batch_size` in every
+    split.
     """
     dataset = tf.data.Dataset.from_tensor_slices((source_ids, target_ids))
-    fixed_shapes = shuffle
+    drop_remainder = shuffle
     if input_context is not None:
         dataset = dataset.shard(input_context.num_input_pipelines, input_context.input_pipeline_id)
         batch_size = input_context.get_per_replica_batch_size(batch_size)
-        fixed_shapes = True
+        drop_remainder = True
     # Slices of a ragged tensor are typed ragged though they are plain vectors;
     # passing them through a map gives them a dense TensorSpec, as batching needs.
     dataset = dataset.map(lambda s, t: (tf.identity(s), tf.identity(t))).cache()
@@ -59,12 +60,16 @@ def make_dataset(source_ids, target_ids, batch_size, max_length, shuffle=False, 
         bucket_boundaries=boundaries,
         bucket_batch_sizes=bucket_batch_sizes,
         padded_shapes=([None], [None]),
-        # Fixed shapes (batch_size × a bucket boundary) for training: every
-        # batch reuses one of a few traced (or XLA-compiled) steps instead of
-        # retracing on each new remainder shape. Shuffling changes which
-        # examples fall in the dropped remainders each epoch.
-        pad_to_bucket_boundary=fixed_shapes,
-        drop_remainder=fixed_shapes,
+        # Lengths padded to the bucket boundary: a few shapes, so every batch
+        # reuses one of a few traced (and, with jit_compile, XLA-compiled)
+        # steps; padding each batch to its own longest example instead gave
+        # validation a new shape, and an XLA compile of the test step, for
+        # nearly every batch. Training also drops each bucket's remainder
+        # (batch_size rows, always); shuffling changes which examples fall in
+        # it each epoch. Evaluation keeps every example: its remainders add
+        # one shape per bucket, the same ones each epoch.
+        pad_to_bucket_boundary=True,
+        drop_remainder=drop_remainder,
     )
     dataset = dataset.map(
         lambda s, t: ({"encoder_tokens": s, "decoder_tokens": t[:, :-1]}, t[:, 1:]),

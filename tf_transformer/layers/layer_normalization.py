@@ -1,4 +1,4 @@
-"""Layer normalisation with a hand-written gradient: a third fewer operations per training step."""
+"""Layer normalisation with a hand-written gradient: 12 operations for its backward pass instead of 32."""
 
 import functools
 
@@ -10,15 +10,15 @@ from keras import ops
 def _normalize_with_gradient(epsilon):
     """`(x, gamma, beta) -> y`, normalising x's last axis, with an analytic gradient.
 
-    Autodiff of Keras's layer normalisation emits about 30 operations for
-    the backward pass of one layer (a reduction and a reshape for each
+    Autodiff of Keras's layer normalisation emits 32 TensorFlow operations
+    for the backward pass of one layer (a reduction and a reshape for each
     broadcast, the chain through the variance's square root). The closed
     form, with x̂ = (x - mean) / σ and g = dy · γ:
 
         dx = (g - mean(g) - x̂ · mean(g · x̂)) / σ
         dγ = Σ dy · x̂,  dβ = Σ dy   (sums over every axis but the last)
 
-    is ten operations. On TensorFlow without XLA, where each operation is
+    is 12. On TensorFlow without XLA, where each operation is
     dispatched on its own, forward + backward of a `[32, 32, 128]` layer
     goes from 0.87–0.98 ms to 0.62 ms (`tests/test_layer_normalization.py`
     checks the gradient against autodiff).
@@ -55,7 +55,7 @@ class LayerNormalization(keras.layers.LayerNormalization):
     mixed precision); for the common case of the Transformer — normalising
     the last axis with both `gamma` and `beta`, on TensorFlow or JAX — the
     backward pass is the textbook closed form instead of autodiff through
-    the mean and variance: ten operations instead of about thirty. That
+    the mean and variance: 12 TensorFlow operations instead of 32. That
     matters where operations run one by one (TensorFlow without XLA: 0.6
     instead of 0.9 ms per layer for forward + backward of `[32, 32, 128]`,
     ≈ 3 ms of a small model's training step); under XLA both compile to

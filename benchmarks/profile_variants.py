@@ -130,6 +130,8 @@ def main(argv=None):
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--trace", default=None, help="JAX only: directory for profiler traces")
+    parser.add_argument("--no-flash-attention", action="store_true",
+                        help="keras.config.disable_flash_attention(): XLA's attention instead of cuDNN's flash kernel")
     parser.add_argument("--output", default=None, help="JSON file for the results")
     args = parser.parse_args(argv)
     if args.trace and keras.backend.backend() != "jax":
@@ -140,6 +142,8 @@ def main(argv=None):
     results = {}
     for text, (name, size) in zip(args.variants, variants):
         keras.config.set_dtype_policy(policy)  # again: clear_session() below resets it
+        if args.no_flash_attention:
+            keras.config.disable_flash_attention()  # likewise
         size["positions"] = size["length"] + 1
         x, y = run.synthetic_batch(size)
         model = run.compiled_peer(name, size, jit=True)

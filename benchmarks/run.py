@@ -204,10 +204,12 @@ def measure_decoding(size, models, jit, rounds, new_tokens):
     return rates, first_call
 
 
-def _memory_script(name, size, policy):
+def _memory_script(name, size, policy, flash_attention=True):
     return (
         "import json, keras, numpy as np\n"
         f"keras.config.set_dtype_policy({policy!r})\n"
+        + ("" if flash_attention else "keras.config.disable_flash_attention()\n")
+        + 
         "from benchmarks import peers, run\n"
         f"size = {size!r}\n"
         f"model = peers.VARIANTS[{name!r}](size)\n"
@@ -239,7 +241,7 @@ def resident_bytes():
     return values
 
 
-def peak_memory(names, size, policy):
+def peak_memory(names, size, policy, flash_attention=True):
     """Peak memory of a few training steps of each model, each in a fresh process.
 
     On CPU: how far the resident set's peak rose above the resident set of
@@ -253,7 +255,7 @@ def peak_memory(names, size, policy):
     env = dict(os.environ, XLA_PYTHON_CLIENT_PREALLOCATE="false")
     processes = {
         name: subprocess.Popen(
-            [sys.executable, "-c", _memory_script(name, size, policy)],
+            [sys.executable, "-c", _memory_script(name, size, policy, flash_attention)],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
         )
         for name in names
@@ -354,8 +356,12 @@ def main(argv=None):
                         help="default: both on TensorFlow; on with JAX, whose un-jitted mode runs op by op")
     parser.add_argument("--models", nargs="*", default=list(peers.BUILDERS), choices=list(peers.VARIANTS))
     parser.add_argument("--skip", nargs="*", default=[], choices=["train", "decode", "memory"])
+    parser.add_argument("--no-flash-attention", action="store_true",
+                        help="keras.config.disable_flash_attention() for every model: XLA's attention instead of cuDNN's flash kernel")
     parser.add_argument("--output", default="benchmarks/results/latest.json")
     args = parser.parse_args(argv)
+    if args.no_flash_attention:
+        keras.config.disable_flash_attention()  # before any model is built: keras's layer reads it then
 
     size = dict(GPU_SIZE if args.gpu else CPU_SIZE)
     for key in size:
@@ -374,6 +380,7 @@ def main(argv=None):
         "machine": f"{platform.node()} {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs",
         "backend": backend(),
         "policy": policy,
+        "flash_attention": not args.no_flash_attention,
         "size": size,
         "matmul_flops_per_second": matmul_flops_per_second(compute_dtype),
         "training_flops_per_step": training_flops(size),
@@ -417,7 +424,7 @@ def main(argv=None):
             print_table(f"Greedy decoding, {label}: batch {size['batch']} × {args.new_tokens} new tokens, tokens/s", rows, "tokens/s", reference)
             print(f"  ours: cache {cached / uncached:.1f}× faster than no cache")
     if "memory" not in args.skip:
-        memory = peak_memory(names, size, policy)
+        memory = peak_memory(names, size, policy, not args.no_flash_attention)
         report["peak_memory_bytes"] = memory
         print("\nPeak training memory (own process each): " + ", ".join(
             f"{n}: {m / 2**20:,.0f} MiB" if m else f"{n}: failed" for n, m in memory.items()

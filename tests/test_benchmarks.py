@@ -50,6 +50,13 @@ def test_run_writes_every_section(tmp_path):
     assert report["matmul_flops_per_second"] > 1e8
 
 
+def test_peak_memory_runs_each_model_in_its_own_process_with_the_flash_switch():
+    # The script each child runs is generated; this runs it (flash attention
+    # off, as `--no-flash-attention` passes it on) and reads a real peak back.
+    memory = run.peak_memory(["ours"], TINY, "float32", flash_attention=False)
+    assert isinstance(memory["ours"], int) and memory["ours"] > 0
+
+
 def test_profile_variants_rejects_bad_arguments_before_compiling():
     from benchmarks import profile_variants
 

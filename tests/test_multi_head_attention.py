@@ -207,5 +207,34 @@ def test_constructor_validates():
         MultiHeadAttention(0, 4)
     with pytest.raises(ValueError, match="dropout"):
         MultiHeadAttention(2, 4, dropout=1.0)
+    with pytest.raises(ValueError, match="flash_attention"):
+        MultiHeadAttention(2, 4, flash_attention="yes")
     with pytest.raises(ValueError, match="shape"):
         MultiHeadAttention(2, 4)(np.ones((2, 3, 4, 5), "float32"), np.ones((2, 3, 4, 5), "float32"))
+
+
+def test_flash_attention_choice_reaches_the_fused_kernel(rng, monkeypatch):
+    # As keras.layers.MultiHeadAttention: None follows the global switch
+    # (unset: the backend decides), False never uses the flash kernel.
+    chosen = []
+    fused = keras.ops.dot_product_attention
+
+    def spy(*args, **kwargs):
+        chosen.append(kwargs.get("flash_attention"))
+        return fused(*args, **kwargs)
+
+    monkeypatch.setattr(keras.ops, "dot_product_attention", spy)
+    x = rng.normal(size=(B, T, 8)).astype("float32")
+    default = MultiHeadAttention(2, 4)
+    off = MultiHeadAttention.from_config(MultiHeadAttention(2, 4, flash_attention=False).get_config())
+    outputs = [keras.ops.convert_to_numpy(default(x, x))]
+    off(x, x)
+    off.set_weights(default.get_weights())
+    outputs.append(keras.ops.convert_to_numpy(off(x, x)))
+    try:
+        keras.config.disable_flash_attention()
+        default(x, x)  # a built layer follows the switch too (read when traced)
+    finally:
+        keras.backend.clear_session()  # resets the switch to unset
+    assert chosen == [None, False, False, False]
+    np.testing.assert_allclose(outputs[0], outputs[1], atol=1e-6)

@@ -51,6 +51,13 @@ class MultiHeadAttention(keras.layers.Layer):
         bias_regularizer, kernel_constraint, bias_constraint: as for
             `keras.layers.Dense`, applied to every projection.
         seed: seed of the attention dropout.
+        flash_attention: whether the fused path (no scores asked for, no
+            attention dropout) may use the backend's flash kernel (cuDNN
+            with JAX on a GPU): None (default) follows
+            `keras.config.enable_flash_attention()` /
+            `disable_flash_attention()` and otherwise lets the backend
+            decide, as `keras.layers.MultiHeadAttention` does; False never
+            uses it (XLA's attention instead); True requires it.
         **kwargs: base `Layer` arguments (`name`, `dtype`,
             `activity_regularizer`, …).
 
@@ -110,6 +117,7 @@ class MultiHeadAttention(keras.layers.Layer):
         kernel_constraint=None,
         bias_constraint=None,
         seed=None,
+        flash_attention=None,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -131,6 +139,9 @@ class MultiHeadAttention(keras.layers.Layer):
         self.kernel_constraint = keras.constraints.get(kernel_constraint)
         self.bias_constraint = keras.constraints.get(bias_constraint)
         self.seed = seed
+        if flash_attention not in (None, True, False):
+            raise ValueError(f"`flash_attention` must be None, True or False. Received: flash_attention={flash_attention!r}")
+        self.flash_attention = flash_attention
         self.supports_masking = True
         self._inverse_sqrt_key_dim = 1.0 / math.sqrt(float(self.key_dim))
         self.dropout_layer = Dropout(
@@ -297,8 +308,12 @@ class MultiHeadAttention(keras.layers.Layer):
                     mask,
                     (ops.shape(mask)[0], ops.shape(mask)[1], ops.shape(query)[1], ops.shape(key)[1]),
                 )
+            # Read at trace time, so the global switch works on built layers too.
+            flash = self.flash_attention
+            if flash is None:
+                flash = keras.config.is_flash_attention_enabled()
             output = ops.dot_product_attention(
-                query, key, value, mask=mask, scale=self._inverse_sqrt_key_dim
+                query, key, value, mask=mask, scale=self._inverse_sqrt_key_dim, flash_attention=flash
             )
             return output, None
         # Ours: when the scores are asked for, when they are dropped out, and
@@ -362,6 +377,7 @@ class MultiHeadAttention(keras.layers.Layer):
                 "kernel_constraint": keras.constraints.serialize(self.kernel_constraint),
                 "bias_constraint": keras.constraints.serialize(self.bias_constraint),
                 "seed": self.seed,
+                "flash_attention": self.flash_attention,
             }
         )
         return config

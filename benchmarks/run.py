@@ -205,11 +205,11 @@ def measure_decoding(size, models, jit, rounds, new_tokens):
 
 
 def _memory_script(name, size, policy, flash_attention=True):
+    switch = "" if flash_attention else "keras.config.disable_flash_attention()\n"
     return (
         "import json, keras, numpy as np\n"
         f"keras.config.set_dtype_policy({policy!r})\n"
-        + ("" if flash_attention else "keras.config.disable_flash_attention()\n")
-        + 
+        f"{switch}"
         "from benchmarks import peers, run\n"
         f"size = {size!r}\n"
         f"model = peers.VARIANTS[{name!r}](size)\n"

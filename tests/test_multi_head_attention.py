@@ -238,3 +238,35 @@ def test_flash_attention_choice_reaches_the_fused_kernel(rng, monkeypatch):
         keras.backend.clear_session()  # resets the switch to unset
     assert chosen == [None, False, False, False]
     np.testing.assert_allclose(outputs[0], outputs[1], atol=1e-6)
+
+
+def test_kernel_gradients_are_one_product_per_projection(rng):
+    # On TensorFlow the einsum "btd,dhk->bthk" is a broadcasting batch
+    # matmul whose kernel gradient is B per-example [D, H·K] products summed
+    # afterwards; the projections are tensordots so that each kernel
+    # gradient is one [B·T, D]ᵀ·[B·T, H·K] product. Looked for in the
+    # gradient graph (no per-example kernel-shaped tensor), not timed.
+    tf = pytest.importorskip("tensorflow")
+    if keras.backend.backend() != "tensorflow":
+        pytest.skip("TensorFlow graphs only")
+    batch, width, heads, key_dim = 3, 7, 2, 5
+    layer = MultiHeadAttention(heads, key_dim)
+    x = tf.constant(rng.normal(size=(batch, 4, width)).astype("float32"))
+    layer(x, x)
+
+    @tf.function
+    def gradients():
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_sum(layer(x, x) ** 2)
+        return tape.gradient(loss, layer.trainable_variables)
+
+    graph = gradients.get_concrete_function().graph
+    per_example = [
+        op.name
+        for op in graph.get_operations()
+        for output in op.outputs
+        if output.shape.rank is not None
+        and tuple(output.shape) in ((batch, width, heads * key_dim), (batch, width, heads, key_dim))
+    ]
+    assert per_example == []
+    assert all(g is not None for g in gradients())

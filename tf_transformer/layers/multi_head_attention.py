@@ -204,7 +204,11 @@ class MultiHeadAttention(keras.layers.Layer):
     def _project(self, x, kernel, bias):
         # Casts make the direct calls of `compute_cache` (outside Keras's
         # autocast scope) compute in the layer's dtype too.
-        x = ops.einsum("btd,dhk->bthk", x, ops.cast(kernel, x.dtype))  # [B, T, H, K]
+        # A tensordot, not the einsum "btd,dhk->bthk": on TensorFlow the
+        # einsum is a broadcasting batch matmul, whose kernel gradient is B
+        # small [T, D]ᵀ·[T, H·K] products and a sum over them; the tensordot
+        # is one [B·T, D] matmul, whose kernel gradient is one product.
+        x = ops.tensordot(x, ops.cast(kernel, x.dtype), axes=1)  # [B, T, H, K]
         return x if bias is None else x + ops.cast(bias, x.dtype)
 
     def _project_key_value(self, value, key=None):

@@ -1,14 +1,17 @@
 """Training-step time of model variants, and (JAX) the kernels a step spends its time in.
 
     python -m benchmarks.profile_variants ours ours:dropout=0 ours:vocab=8 keras_hub_fused
+    python -m benchmarks.profile_variants ours ours:vocab=8 keras_hub_fused keras_hub_fused:vocab=8 --xla off
     KERAS_BACKEND=jax python -m benchmarks.profile_variants --gpu ours keras_hub_fused --trace /tmp/trace
 
 Each argument is a peer of `benchmarks/peers.py`, optionally followed by
 `:key=value,...` overrides of the benchmark size (`dropout=0` shows what
-dropout costs, `vocab=8` what the vocabulary projection and loss cost).
-Every variant is compiled with `jit_compile=True` and timed over `fit`
-steps (optimizer included) as `benchmarks.run` times them, best of
-`--repeats` calls of `--steps` steps. With `--trace` on JAX, a profiler trace of a few steps of
+dropout costs, `vocab=8` what the vocabulary projection and loss cost:
+the part of a step every implementation shares, which bounds how much a
+faster body can speed up the whole). Every variant is compiled with
+`jit_compile=True` (`--xla off`: without) and timed over `fit` steps
+(optimizer included) as `benchmarks.run` times them, best of `--repeats`
+calls of `--steps` steps. With `--trace` on JAX, a profiler trace of a few steps of
 each variant is summarised: device time per kernel, largest first, and per
 kind of kernel (matmul, fused attention, random numbers, other fusions).
 """
@@ -129,6 +132,7 @@ def main(argv=None):
     parser.add_argument("--policy", default=None)
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--xla", choices=("on", "off"), default="on", help="compile the step with XLA (jit_compile)")
     parser.add_argument("--trace", default=None, help="JAX only: directory for profiler traces")
     parser.add_argument("--no-flash-attention", action="store_true",
                         help="keras.config.disable_flash_attention(): XLA's attention instead of cuDNN's flash kernel")
@@ -146,10 +150,10 @@ def main(argv=None):
             keras.config.disable_flash_attention()  # likewise
         size["positions"] = size["length"] + 1
         x, y = run.synthetic_batch(size)
-        model = run.compiled_peer(name, size, jit=True)
+        model = run.compiled_peer(name, size, jit=args.xla == "on")
         seconds, loss = step_seconds(model, x, y, size, args.steps, args.repeats)
         tokens = size["batch"] * size["length"] / seconds
-        print(f"{text:40s} {policy} {seconds * 1e3:8.2f} ms a step, {tokens:12,.0f} target tokens/s (loss {loss:.3f})", flush=True)
+        print(f"{text:40s} {policy} XLA {args.xla} {seconds * 1e3:8.2f} ms a step, {tokens:12,.0f} target tokens/s (loss {loss:.3f})", flush=True)
         results[text] = {"step_s": seconds, "tokens_per_s": tokens}
         if args.trace and keras.backend.backend() == "jax":
             import jax

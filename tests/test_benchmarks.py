@@ -68,3 +68,18 @@ def test_profile_variants_rejects_bad_arguments_before_compiling():
     assert name == "keras_hub_fused" and size == {"vocab": 8, "dropout": 0.0}
     with pytest.raises(SystemExit):  # argparse's error: --trace needs the JAX backend
         profile_variants.main(["ours", "--trace", "/tmp/unused"])
+
+
+def test_profile_variants_times_tiny_variants_with_and_without_xla(tmp_path):
+    from benchmarks import profile_variants
+
+    tiny = "layers=1,d_model=32,heads=2,dff=64,length=8,batch=4"
+    for xla in ("off", "on"):
+        output = tmp_path / f"{xla}.json"
+        profile_variants.main([f"ours:{tiny},vocab=50", f"ours:{tiny},vocab=8", "--xla", xla,
+                               "--steps", "2", "--repeats", "1", "--output", str(output)])
+        results = json.loads(output.read_text())
+        assert len(results) == 2
+        for result in results.values():
+            assert result["step_s"] > 0
+            assert result["tokens_per_s"] == pytest.approx(4 * 8 / result["step_s"])

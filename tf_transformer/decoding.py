@@ -13,7 +13,7 @@ vocabulary size, K beam size.
 from keras import ops
 
 from tf_transformer.model import TransformerParts
-from tf_transformer.utils import compiled_by_xla
+from tf_transformer.utils import compiled_by_xla, write_at_index
 
 _NEG_INF = -1e9
 
@@ -30,12 +30,6 @@ def _prepare(model, encoder_tokens, max_length):
         raise ValueError(f"`encoder_tokens` must have shape [batch, length]. Received: {encoder_tokens.shape}")
     context, context_padding_mask, _ = parts.encode(encoder_tokens, training=False)
     return parts, context, context_padding_mask
-
-
-def _write(buffer, index, values):
-    """`buffer[..., index] = values` as a one-hot `where`: core ops, no XLA-only ops."""
-    here = ops.equal(ops.arange(ops.shape(buffer)[-1]), index)
-    return ops.where(here, ops.expand_dims(values, -1), buffer)
 
 
 def _argmax(logits):
@@ -99,7 +93,7 @@ def greedy_search(model, encoder_tokens, start_id, end_id, max_length, use_cache
     parts, context, context_padding_mask = _prepare(model, encoder_tokens, max_length)
     batch_size = ops.shape(context)[0]
     tokens = ops.zeros((batch_size, max_length), "int32")
-    tokens = _write(tokens, 0, ops.full((batch_size,), start_id, "int32"))
+    tokens = write_at_index(tokens, ops.full((batch_size, 1), start_id, "int32"), 0, axis=-1)
     finished = ops.zeros((batch_size,), "bool")
     cache = parts.initial_cache(context, max_length) if use_cache else ()
 
@@ -112,7 +106,7 @@ def greedy_search(model, encoder_tokens, start_id, end_id, max_length, use_cache
         next_token = ops.where(finished, 0, next_token)
         if end_id is not None:
             finished = ops.logical_or(finished, ops.equal(next_token, end_id))
-        return index + 1, _write(tokens, index + 1, next_token), finished, cache
+        return index + 1, write_at_index(tokens, next_token[:, None], index + 1, axis=-1), finished, cache
 
     _, tokens, _, _ = ops.while_loop(
         cond, body, (ops.convert_to_tensor(0, "int32"), tokens, finished, cache)
@@ -161,7 +155,7 @@ def beam_search(model, encoder_tokens, start_id, end_id, max_length, beam_size=4
 
     context, context_padding_mask = repeat(context), repeat(context_padding_mask)
     tokens = ops.zeros((batch_size, k, max_length), "int32")
-    tokens = _write(tokens, 0, ops.full((batch_size, k), start_id, "int32"))
+    tokens = write_at_index(tokens, ops.full((batch_size, k, 1), start_id, "int32"), 0, axis=-1)
     # Only the first beam is alive at the start, or all K would be copies.
     log_probs = ops.tile(ops.convert_to_tensor([[0.0] + [_NEG_INF] * (k - 1)]), (batch_size, 1))
     finished = ops.zeros((batch_size, k), "bool")
@@ -196,7 +190,7 @@ def beam_search(model, encoder_tokens, start_id, end_id, max_length, beam_size=4
         log_probs = ops.take_along_axis(ops.reshape(candidates, (batch_size, -1)), best, axis=1)
         lengths = ops.where(was_finished, pick(lengths), index + 1)
         finished = ops.logical_or(was_finished, ops.equal(token, end_id)) if end_id is not None else was_finished
-        tokens = _write(pick(tokens), index + 1, token)
+        tokens = write_at_index(pick(tokens), token[..., None], index + 1, axis=-1)
         cache = [
             {**block_cache, "self": tuple(merge(pick(split(c))) for c in block_cache["self"])}
             for block_cache in cache

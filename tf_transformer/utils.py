@@ -1,4 +1,6 @@
-"""Argument checks shared by the layers and the config: one wording everywhere."""
+"""Helpers shared by the layers, the config and decoding: argument checks (one
+wording everywhere), XLA detection and the write-at-index that caches and
+decoding buffers use."""
 
 import numbers
 
@@ -54,3 +56,26 @@ def compiled_by_xla():
         enclosing_xla_context = getattr(getattr(tf, "__internal__", None), "get_enclosing_xla_context", None)
         return enclosing_xla_context is not None and enclosing_xla_context() is not None
     return False
+
+
+def write_at_index(buffer, update, index, axis):
+    """`buffer` with `update` written at position `index` along `axis`.
+
+    `update` has `buffer`'s shape except along `axis`, where it is 1 or
+    longer. Under XLA with `slice_update`, which XLA does in place: O(update)
+    per write. Otherwise a single position is written with a one-hot
+    `where`, which reads and writes the whole buffer but lowers to core
+    TensorFlow ops (an exported model then runs on a TF Serving build
+    without XLA, where `slice_update`'s XlaDynamicUpdateSlice is missing);
+    longer updates use `slice_update`.
+    """
+    rank = len(buffer.shape)
+    axis = axis % rank
+    update = ops.cast(update, buffer.dtype)
+    if update.shape[axis] == 1 and not compiled_by_xla():
+        here = ops.equal(ops.arange(ops.shape(buffer)[axis]), index)
+        here = ops.reshape(here, tuple(-1 if a == axis else 1 for a in range(rank)))
+        return ops.where(here, update, buffer)
+    zero = ops.zeros((), "int32")
+    start = [ops.cast(index, "int32") if a == axis else zero for a in range(rank)]
+    return ops.slice_update(buffer, start, update)

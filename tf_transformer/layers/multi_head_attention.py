@@ -12,7 +12,7 @@ from keras import ops
 from tf_transformer import masks
 from tf_transformer.layers.dropout import Dropout
 from tf_transformer.layers.scaled_dot_product_attention import masked_softmax
-from tf_transformer.utils import check_positive_int, check_rate, compiled_by_xla
+from tf_transformer.utils import check_positive_int, check_rate, write_at_index
 
 
 @keras.saving.register_keras_serializable(package="tf_transformer")
@@ -257,8 +257,8 @@ class MultiHeadAttention(keras.layers.Layer):
             key_projected, value_projected = cache  # [B, H, S, K|V]
         else:
             step_key, step_value = self.compute_cache(value, key)  # [B, H, T, K|V]
-            key_projected = _write_cache(cache[0], step_key, cache_update_index)
-            value_projected = _write_cache(cache[1], step_value, cache_update_index)
+            key_projected = write_at_index(cache[0], step_key, cache_update_index, axis=2)
+            value_projected = write_at_index(cache[1], step_value, cache_update_index, axis=2)
             cache = (key_projected, value_projected)
 
         query_length = ops.shape(query_projected)[1]
@@ -390,23 +390,3 @@ class MultiHeadAttention(keras.layers.Layer):
 def _heads_first(x):
     """[B, S, H, K] -> [B, H, S, K], the cache's layout."""
     return ops.transpose(x, (0, 2, 1, 3))
-
-
-def _write_cache(cache, update, index):
-    """Writes `update` [B, H, T, K] into `cache` [B, H, L, K] at `index`.
-
-    Under XLA (JAX, `jit_compile=True`) with `slice_update`, which XLA does
-    in place: O(T) per step. Otherwise a single step is written with a
-    one-hot `where`, which reads and writes the whole cache, O(L), but
-    lowers to core TensorFlow ops (an exported model then runs on a TF
-    Serving build without XLA, where `slice_update`'s XlaDynamicUpdateSlice
-    is missing); longer chunks use `slice_update`.
-    """
-    update = ops.cast(update, cache.dtype)
-    if update.shape[2] == 1 and not compiled_by_xla():
-        positions = ops.arange(ops.shape(cache)[2])
-        here = ops.reshape(ops.equal(positions, index), (1, 1, -1, 1))  # [1, 1, L, 1]
-        return ops.where(here, update, cache)
-    zero = ops.zeros((), dtype="int32")
-    start = [zero, zero, ops.cast(index, "int32"), zero]
-    return ops.slice_update(cache, start, update)

@@ -21,8 +21,8 @@ class MultiHeadAttention(keras.layers.Layer):
 
     `MultiHead(Q, K, V) = Concat(head_1, …, head_H) W^O` with
     `head_i = Attention(Q W_i^Q, K W_i^K, V W_i^V)`: each head attends in its
-    own learned subspace of size `key_dim`, and the heads run in parallel in
-    one einsum. The paper uses `key_dim = d_model // num_heads`, which keeps
+    own learned subspace of size `key_dim`, and the heads run in parallel as
+    one batched product. The paper uses `key_dim = d_model // num_heads`, which keeps
     the cost of all heads together equal to that of one full-width head;
     the encoder and decoder blocks of this package do the same.
 

@@ -21,6 +21,7 @@ Prints a table (medians, spread as min–max, ratios to KerasHub) and writes JSO
 """
 
 import argparse
+import gc
 import json
 import os
 import platform
@@ -161,6 +162,7 @@ def measure_training(size, names, jit, rounds, steps):
     models, first_call = {}, {}
     for name in names:
         model = compiled_peer(name, size, jit)
+        gc.collect()  # not the previous models' garbage in this one's first call
         start = time.perf_counter()
         model.fit(x, y, batch_size=size["batch"], epochs=1, verbose=0)  # trace/compile
         first_call[name] = time.perf_counter() - start
@@ -192,6 +194,7 @@ def measure_decoding(size, models, jit, rounds, new_tokens):
     compiled = {name: compile_function(fn, jit) for name, fn in runs.items()}
     first_call = {}
     for name, fn in compiled.items():
+        gc.collect()
         start = time.perf_counter()
         block(fn(source))
         first_call[name] = time.perf_counter() - start

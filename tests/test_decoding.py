@@ -163,3 +163,30 @@ def test_compiled_argmax_is_the_first_index_of_the_maximum(rng):
     # A NaN row (a diverged model) still gives a valid id, never the vocabulary size.
     logits[0] = np.nan
     assert 0 <= tf.function(_argmax, jit_compile=True)(tf.constant(logits)).numpy()[0] < 50
+
+
+@pytest.mark.parametrize("axis, length", [(-1, 1), (1, 1), (1, 2)])
+def test_write_at_index_writes_the_same_with_core_ops_and_under_xla(rng, axis, length):
+    # One position with a one-hot `where` (core ops, for TF Serving without
+    # XLA) or, under XLA and for longer updates, `slice_update` in place.
+    from tf_transformer.utils import write_at_index
+
+    buffer = rng.normal(size=(2, 5, 3)).astype("float32")
+    update_shape = list(buffer.shape)
+    update_shape[axis] = length
+    update = rng.normal(size=update_shape).astype("float32")
+    index = tf.constant(2)
+    expected = buffer.copy()
+    where = [slice(None)] * 3
+    where[axis] = slice(2, 2 + length)
+    expected[tuple(where)] = update
+
+    def write(buffer, update, index):
+        return write_at_index(buffer, update, index, axis)
+
+    for jit_compile in (False, True):
+        got = tf.function(write, jit_compile=jit_compile)(buffer, update, index)
+        np.testing.assert_array_equal(got.numpy(), expected)
+    graph = tf.function(write).get_concrete_function(buffer, update, index).graph
+    uses_xla_op = any(op.type.startswith("Xla") for op in graph.get_operations())
+    assert uses_xla_op == (length > 1)  # a single position needs no XLA-only op

@@ -13,7 +13,8 @@ implementations round by round so that ratios hold on a noisy machine:
 * greedy decoding throughput: new tokens/s for a batch, ours with and
   without the key/value cache and KerasHub with its cache, compiled
   (`tf.function` or `jax.jit`), XLA off and on;
-* peak memory of a few training steps, each model in its own subprocess;
+* peak memory (tensor bytes in use) of a few training steps, XLA off and
+  on, each model in its own subprocess;
 * model FLOPs utilisation: training FLOP/s ÷ the matmul FLOP/s of this
   machine, measured in the same run.
 
@@ -207,26 +208,52 @@ def measure_decoding(size, models, jit, rounds, new_tokens):
     return rates, first_call
 
 
-def _memory_script(name, size, policy, flash_attention=True):
+def _memory_script(name, size, policy, jit, flash_attention=True):
     switch = "" if flash_attention else "keras.config.disable_flash_attention()\n"
     return (
-        "import json, keras, numpy as np\n"
+        "import json, keras\n"
         f"keras.config.set_dtype_policy({policy!r})\n"
         f"{switch}"
         "from benchmarks import peers, run\n"
         f"size = {size!r}\n"
-        f"model = peers.VARIANTS[{name!r}](size)\n"
-        "model.compile('adam', keras.losses.SparseCategoricalCrossentropy(from_logits=True))\n"
-        "x, y = run.synthetic_batch(size)\n"
-        "before = run.resident_bytes()['VmRSS']\n"
-        "model.fit({k: np.concatenate([v] * 4) for k, v in x.items()}, np.concatenate([y] * 4), batch_size=size['batch'], verbose=0)\n"
-        "peak = run.resident_bytes()['VmHWM'] - before\n"
-        "if keras.backend.backend() == 'jax':\n"
-        "    import jax\n"
-        "    stats = jax.devices()[0].memory_stats() or {}\n"
-        "    peak = stats.get('peak_bytes_in_use', peak)\n"
-        "print(json.dumps(peak))\n"
+        f"model = run.compiled_peer({name!r}, size, jit={jit!r})\n"
+        "xs, ys = run.repeated(*run.synthetic_batch(size), 4)\n"
+        "fit = lambda: model.fit(xs, ys, batch_size=size['batch'], verbose=0)\n"
+        "print(json.dumps(run.training_peak_bytes(fit)))\n"
     )
+
+
+def training_peak_bytes(fit):
+    """Peak bytes of tensors in use during `fit()`, called once before to trace and compile.
+
+    What training holds at its peak: weights, optimizer state, activations
+    kept for the backward pass, gradients, XLA's workspace. With TensorFlow,
+    the allocator's own count (`get_memory_info`; on CPU it needs the BFC
+    allocator, `TF_CPU_ALLOCATOR_USE_BFC=true`, which `peak_memory` sets); with
+    JAX on a GPU, the device's `peak_bytes_in_use`. Not the resident set: it
+    also holds what tracing and compiling left behind (≈ 330 of the ≈ 350 MiB
+    the default model's process grew by in its first `fit`), so it measured
+    the tracer more than the model. JAX on CPU keeps no statistics: there,
+    how far the resident set's peak rises during the second `fit`.
+    """
+    fit()
+    if backend() == "tensorflow":
+        import tensorflow as tf
+
+        device = "GPU:0" if tf.config.list_logical_devices("GPU") else "CPU:0"
+        tf.config.experimental.reset_memory_stats(device)
+        fit()
+        return tf.config.experimental.get_memory_info(device)["peak"]
+    import jax
+
+    if "peak_bytes_in_use" in (jax.devices()[0].memory_stats() or {}):
+        fit()
+        return jax.devices()[0].memory_stats()["peak_bytes_in_use"]
+    with open("/proc/self/clear_refs", "w") as file:
+        file.write("5")  # resets VmHWM to the current resident set
+    before = resident_bytes()["VmRSS"]
+    fit()
+    return resident_bytes()["VmHWM"] - before
 
 
 def resident_bytes():
@@ -244,21 +271,17 @@ def resident_bytes():
     return values
 
 
-def peak_memory(names, size, policy, flash_attention=True):
-    """Peak memory of a few training steps of each model, each in a fresh process.
+def peak_memory(names, size, policy, jit, flash_attention=True):
+    """`training_peak_bytes` of each model, each in a fresh process.
 
-    On CPU: how far the resident set's peak rose above the resident set of
-    the built model during 4 training steps (activations, gradients,
-    optimizer state, workspace; not the libraries a peer imports); on a
-    JAX GPU, the device's
-    peak bytes in use. The processes run side by side (after the timings,
-    there is nothing left to disturb), with JAX's preallocation off so that
-    they do not take the card from each other.
+    The processes run side by side (after the timings, there is nothing
+    left to disturb), with JAX's preallocation off so that they do not take
+    the card from each other.
     """
-    env = dict(os.environ, XLA_PYTHON_CLIENT_PREALLOCATE="false")
+    env = dict(os.environ, XLA_PYTHON_CLIENT_PREALLOCATE="false", TF_CPU_ALLOCATOR_USE_BFC="true")
     processes = {
         name: subprocess.Popen(
-            [sys.executable, "-c", _memory_script(name, size, policy, flash_attention)],
+            [sys.executable, "-c", _memory_script(name, size, policy, jit, flash_attention)],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
         )
         for name in names
@@ -426,12 +449,12 @@ def main(argv=None):
             section["decoding_reference"] = reference
             print_table(f"Greedy decoding, {label}: batch {size['batch']} × {args.new_tokens} new tokens, tokens/s", rows, "tokens/s", reference)
             print(f"  ours: cache {cached / uncached:.1f}× faster than no cache")
-    if "memory" not in args.skip:
-        memory = peak_memory(names, size, policy, not args.no_flash_attention)
-        report["peak_memory_bytes"] = memory
-        print("\nPeak training memory (own process each): " + ", ".join(
-            f"{n}: {m / 2**20:,.0f} MiB" if m else f"{n}: failed" for n, m in memory.items()
-        ))
+        if "memory" not in args.skip:
+            memory = peak_memory(names, size, policy, jit, not args.no_flash_attention)
+            section["peak_memory_bytes"] = memory
+            print(f"\nPeak training memory, {label} (tensors in use, own process each): " + ", ".join(
+                f"{n}: {m / 2**20:,.0f} MiB" if m else f"{n}: failed" for n, m in memory.items()
+            ), flush=True)
     save(report, args.output)
     print(f"\nWrote {args.output}")
     return 0

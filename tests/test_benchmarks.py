@@ -52,9 +52,21 @@ def test_run_writes_every_section(tmp_path):
 
 def test_peak_memory_runs_each_model_in_its_own_process_with_the_flash_switch():
     # The script each child runs is generated; this runs it (flash attention
-    # off, as `--no-flash-attention` passes it on) and reads a real peak back.
-    memory = run.peak_memory(["ours"], TINY, "float32", flash_attention=False)
-    assert isinstance(memory["ours"], int) and memory["ours"] > 0
+    # off, as `--no-flash-attention` passes it on) and reads a real peak back:
+    # at least the weights and Adam's two slots, far below the resident set.
+    memory = run.peak_memory(["ours"], TINY, "float32", jit=False, flash_attention=False)
+    weights = peers.build_ours(TINY).count_params() * 4
+    assert isinstance(memory["ours"], int) and 3 * weights < memory["ours"] < 100 * 2**20
+
+
+def test_training_peak_bytes_counts_what_a_bigger_model_holds():
+    # The TensorFlow allocator's count, not the resident set (which grows
+    # with tracing): a model with a 4x wider vocabulary needs more.
+    small, big = (run.peak_memory(["ours"], dict(TINY, vocab=vocab), "float32", jit=False)["ours"]
+                  for vocab in (500, 2000))
+    growth = (peers.build_ours(dict(TINY, vocab=2000)).count_params()
+              - peers.build_ours(dict(TINY, vocab=500)).count_params()) * 4
+    assert big - small > 3 * growth  # weights, gradients and two Adam slots
 
 
 def test_profile_variants_rejects_bad_arguments_before_compiling():

@@ -274,9 +274,9 @@ def resident_bytes():
 def peak_memory(names, size, policy, jit, flash_attention=True):
     """`training_peak_bytes` of each model, each in a fresh process.
 
-    The processes run side by side (after the timings, there is nothing
-    left to disturb), with JAX's preallocation off so that they do not take
-    the card from each other.
+    The processes run side by side (no timing runs meanwhile: this waits
+    for them), with JAX's preallocation off so that they do not take the
+    card from each other.
     """
     env = dict(os.environ, XLA_PYTHON_CLIENT_PREALLOCATE="false", TF_CPU_ALLOCATOR_USE_BFC="true")
     processes = {

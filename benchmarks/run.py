@@ -224,51 +224,32 @@ def _memory_script(name, size, policy, jit, flash_attention=True):
 
 
 def training_peak_bytes(fit):
-    """Peak bytes of tensors in use during `fit()`, called once before to trace and compile.
+    """Peak bytes of tensors in use while `fit()` trains.
 
     What training holds at its peak: weights, optimizer state, activations
     kept for the backward pass, gradients, XLA's workspace. With TensorFlow,
     the allocator's own count (`get_memory_info`; on CPU it needs the BFC
-    allocator, `TF_CPU_ALLOCATOR_USE_BFC=true`, which `peak_memory` sets); with
-    JAX on a GPU, the device's `peak_bytes_in_use`. Not the resident set: it
-    also holds what tracing and compiling left behind (≈ 330 of the ≈ 350 MiB
-    the default model's process grew by in its first `fit`), so it measured
-    the tracer more than the model. JAX on CPU keeps no statistics: there,
-    how far the resident set's peak rises during the second `fit`.
+    allocator, `TF_CPU_ALLOCATOR_USE_BFC=true`, which `peak_memory` sets),
+    over a second `fit()`, after the first has traced and compiled; with JAX
+    on a GPU, the device's `peak_bytes_in_use`; None with JAX on CPU, which
+    keeps no statistics. Not the resident set, the benchmark's first
+    measure: it also holds what tracing left behind (≈ 330 of the ≈ 350 MiB
+    the default model's process grew by in its first `fit`).
     """
-    fit()
     if backend() == "tensorflow":
         import tensorflow as tf
 
         device = "GPU:0" if tf.config.list_logical_devices("GPU") else "CPU:0"
+        fit()
         tf.config.experimental.reset_memory_stats(device)
         fit()
         return tf.config.experimental.get_memory_info(device)["peak"]
     import jax
 
-    if "peak_bytes_in_use" in (jax.devices()[0].memory_stats() or {}):
-        fit()
-        return jax.devices()[0].memory_stats()["peak_bytes_in_use"]
-    with open("/proc/self/clear_refs", "w") as file:
-        file.write("5")  # resets VmHWM to the current resident set
-    before = resident_bytes()["VmRSS"]
+    if "peak_bytes_in_use" not in (jax.devices()[0].memory_stats() or {}):
+        return None
     fit()
-    return resident_bytes()["VmHWM"] - before
-
-
-def resident_bytes():
-    """This process's resident set now (VmRSS) and at its peak (VmHWM), from /proc.
-
-    Not `getrusage`'s ru_maxrss: Linux carries that across fork and exec, so a
-    child started by a big parent reports the parent's peak.
-    """
-    values = {}
-    with open("/proc/self/status") as file:
-        for line in file:
-            key, _, rest = line.partition(":")
-            if key in ("VmRSS", "VmHWM"):
-                values[key] = int(rest.split()[0]) * 1024
-    return values
+    return jax.devices()[0].memory_stats()["peak_bytes_in_use"]
 
 
 def peak_memory(names, size, policy, jit, flash_attention=True):
@@ -453,7 +434,7 @@ def main(argv=None):
             memory = peak_memory(names, size, policy, jit, not args.no_flash_attention)
             section["peak_memory_bytes"] = memory
             print(f"\nPeak training memory, {label} (tensors in use, own process each): " + ", ".join(
-                f"{n}: {m / 2**20:,.0f} MiB" if m else f"{n}: failed" for n, m in memory.items()
+                f"{n}: {m / 2**20:,.0f} MiB" if m else f"{n}: not measured" for n, m in memory.items()
             ), flush=True)
     save(report, args.output)
     print(f"\nWrote {args.output}")

@@ -53,6 +53,23 @@ def build_ours_keras_dropout(size):
     return model
 
 
+def build_ours_xla_attention(size):
+    """Ours with `flash_attention=False` in every attention layer (a diagnostic variant).
+
+    On a GPU, XLA's attention instead of cuDNN's flash kernel: at length 128
+    the kernel ran ≈ 10× slower than the attention's FLOPs need;
+    `--models ours ours_xla_attention` measures which is faster, interleaved.
+    Elsewhere the two are the same model.
+    """
+    from tf_transformer.layers import MultiHeadAttention
+
+    model = build_ours(size)
+    for layer in model._flatten_layers():
+        if isinstance(layer, MultiHeadAttention):
+            layer.flash_attention = False  # read when the step is traced
+    return model
+
+
 def _embed(tokens, size, name):
     import keras_hub
 
@@ -152,7 +169,8 @@ BUILDERS = {
     "keras_hub_fused": build_keras_hub_fused,
     "keras_mha": build_keras_mha,
 }
-VARIANTS = dict(BUILDERS, ours_float32_logits=build_ours_float32_logits, ours_keras_dropout=build_ours_keras_dropout)  # selectable with --models
+VARIANTS = dict(BUILDERS, ours_float32_logits=build_ours_float32_logits, ours_keras_dropout=build_ours_keras_dropout,
+                ours_xla_attention=build_ours_xla_attention)  # selectable with --models
 
 
 def check_same_size(models):

@@ -136,6 +136,7 @@ def main(argv=None):
     parser.add_argument("--trace", default=None, help="JAX only: directory for profiler traces")
     parser.add_argument("--no-flash-attention", action="store_true",
                         help="keras.config.disable_flash_attention(): XLA's attention instead of cuDNN's flash kernel")
+    parser.add_argument("--top", type=int, default=25, help="with --trace: how many of the largest kernels to list")
     parser.add_argument("--output", default=None, help="JSON file for the results")
     args = parser.parse_args(argv)
     if args.trace and keras.backend.backend() != "jax":
@@ -162,7 +163,7 @@ def main(argv=None):
             traced_steps = 3
             with jax.profiler.trace(directory, create_perfetto_trace=True):
                 fit_steps(model, x, y, size, traced_steps)
-            results[text]["trace"] = summarise_trace(directory, traced_steps)
+            results[text]["trace"] = summarise_trace(directory, traced_steps, args.top)
         del model
         keras.backend.clear_session()
     if args.output:

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from benchmarks import peers, run
+from tf_transformer.layers import MultiHeadAttention
 
 TINY = dict(layers=1, d_model=32, heads=2, dff=64, vocab=50, length=8, batch=4, dropout=0.1, positions=13)
 
@@ -18,6 +19,12 @@ def test_peers_have_the_same_size_and_the_fused_peer_only_drops_attention_dropou
     fused = [layer for layer in models["keras_hub_fused"].layers if hasattr(layer, "_self_attention_layer")]
     assert fused and all(layer._self_attention_layer._dropout == 0.0 for layer in fused)
     assert all(layer.dropout == 0.1 for layer in fused)  # residual dropout kept
+    attention = {
+        name: [layer.flash_attention for layer in models[name]._flatten_layers() if isinstance(layer, MultiHeadAttention)]
+        for name in ("ours", "ours_xla_attention")
+    }
+    assert len(attention["ours"]) == 3 and set(attention["ours"]) == {None}  # encoder, decoder self and cross
+    assert len(attention["ours_xla_attention"]) == 3 and set(attention["ours_xla_attention"]) == {False}
     with pytest.raises(AssertionError, match="differ in size"):
         peers.check_same_size({"a": models["ours"], "b": peers.build_ours(dict(TINY, dff=65))})
 

@@ -46,11 +46,7 @@ def build_ours_keras_dropout(size):
     """
     from tf_transformer.layers import Dropout
 
-    model = build_ours(size)
-    for layer in model._flatten_layers():
-        if isinstance(layer, Dropout):
-            layer.hashed = False
-    return model
+    return _ours_with(size, Dropout, hashed=False)
 
 
 def build_ours_xla_attention(size):
@@ -63,10 +59,20 @@ def build_ours_xla_attention(size):
     """
     from tf_transformer.layers import MultiHeadAttention
 
+    return _ours_with(size, MultiHeadAttention, flash_attention=False)
+
+
+def _ours_with(size, layer_type, **attributes):
+    """Ours with `attributes` set on every layer of `layer_type`.
+
+    The diagnostic variants switch attributes the layers read when the
+    training step is traced, so setting them after building is enough.
+    """
     model = build_ours(size)
     for layer in model._flatten_layers():
-        if isinstance(layer, MultiHeadAttention):
-            layer.flash_attention = False  # read when the step is traced
+        if isinstance(layer, layer_type):
+            for name, value in attributes.items():
+                setattr(layer, name, value)
     return model
 
 

@@ -20,3 +20,41 @@ def seeded():
 @pytest.fixture
 def rng():
     return np.random.default_rng(0)
+
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TATOEBA = os.path.join(ROOT, "..", "shared", "data", "tatoeba-eng-fra.tsv")
+
+
+def run_module(*args, timeout=900, **kwargs):
+    """`python -m ARGS` from the repository root, as a user runs the CLI."""
+    import subprocess
+    import sys
+
+    return subprocess.run(
+        [sys.executable, "-m", *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout, **kwargs
+    )
+
+
+def _train(export_dir, *args):
+    result = run_module("training.train", *args, "--export-dir", export_dir)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return export_dir, result
+
+
+@pytest.fixture(scope="session")
+def cli_dates_export(tmp_path_factory):
+    """A tiny dates model trained and exported by the CLI: `(export_dir, completed process)`."""
+    export_dir = str(tmp_path_factory.mktemp("cli") / "dates")
+    return _train(export_dir, "--preset", "tiny", "--epochs", "1", "--train-size", "600")
+
+
+@pytest.fixture(scope="session")
+def cli_tsv_export(tmp_path_factory):
+    """A tiny French → English Tatoeba model (two SentencePiece vocabularies), bfloat16 and XLA."""
+    export_dir = str(tmp_path_factory.mktemp("cli") / "fr-en")
+    return _train(
+        export_dir, "--dataset", TATOEBA, "--reverse", "--preset", "tiny", "--epochs", "1",
+        "--train-size", "800", "--vocab-size", "400",
+        "--mixed-precision", "bfloat16", "--jit-compile",  # the flags work end to end
+    )

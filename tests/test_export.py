@@ -123,3 +123,41 @@ def test_subword_export_lists_its_custom_op(tmp_path):
     found = json.loads(result.stdout.strip().splitlines()[-1])
     assert any("Sentencepiece" in op for op in found["custom"]), found
     assert found["xla"] == []
+
+
+@pytest.mark.parametrize("shared", [False, True])
+def test_subword_export_translates_as_in_process_once_reloaded(shared, tmp_path):
+    """Two SentencePiece models in one export stay two (they once reloaded as one), under both loaders."""
+    from training import evaluate
+
+    pairs = [line.rstrip("\n").split("\t") for line in open("../shared/data/tatoeba-eng-fra.tsv", encoding="utf-8")]
+    english, french = [p[0] for p in pairs[:3000]], [p[1] for p in pairs[:3000]]
+    if shared:
+        source_tokenizer = target_tokenizer = SentencePieceTokenizer.train(french + english, vocab_size=700)
+    else:
+        source_tokenizer = SentencePieceTokenizer.train(french, vocab_size=500)
+        target_tokenizer = SentencePieceTokenizer.train(english, vocab_size=700)
+    model = tiny_trained_model(source_tokenizer, target_tokenizer)
+    translator = export.Translator(model, source_tokenizer, target_tokenizer, max_output_length=12)
+    texts = ["Va !", "Jane visite l'Afrique en septembre.", "", "Où est la gare ?"]
+    expected = {
+        export.SERVING_KEY: [t.decode() for t in translator.translate(tf.constant(texts))["translation"].numpy()],
+        export.BEAM_KEY: [t.decode() for t in translator.translate_beam(tf.constant(texts))["translation"].numpy()],
+    }
+    path = export.export(model, source_tokenizer, target_tokenizer, str(tmp_path / "text"), translator=translator)
+    request = {name: texts for name in expected}
+    result = evaluate.translate_reloaded(path, {"saved_model_load": request, "session_loader": request})
+    assert result == {"saved_model_load": expected, "session_loader": expected}
+    if not shared:  # ids past the source vocabulary: the target model must be the one detokenizing
+        assert target_tokenizer.vocab_size > source_tokenizer.vocab_size
+
+
+def test_character_export_runs_under_the_session_loader(character_export):
+    """TF Serving's loader restores the variables the signatures read (it once could not find them)."""
+    from training import evaluate
+
+    _, path, model = character_export
+    translator = export.Translator(model, CharacterTokenizer.train(TEXTS), CharacterTokenizer.train(["0123456789-"]))
+    expected = [t.decode() for t in translator.translate(tf.constant(TEXTS))["translation"].numpy()]
+    result = evaluate.translate_reloaded(path, {"session_loader": {export.SERVING_KEY: TEXTS}})
+    assert result["session_loader"][export.SERVING_KEY] == expected

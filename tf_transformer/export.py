@@ -68,6 +68,29 @@ class Translator(tf.Module):
         return self._decode(text, ids)
 
 
+def _archive(model, translator):
+    """Keras's `ExportArchive` of the translator's two signatures.
+
+    Why not `tf.saved_model.save(translator)`: with the Keras model as a
+    child of the saved module, the graph that TensorFlow's session loader
+    (`saved_model_cli run`, TF Serving) imports reads variables that its
+    restore op never writes ("Could not find variable …";
+    tensorflow/serving#2250, keras-team/keras#20095). `ExportArchive` tracks
+    the variables the signatures use directly, which both loaders restore.
+    The tokenizers are tracked for their resources (hash table,
+    SentencePiece model).
+    """
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+    archive.track(translator.source_tokenizer)
+    if translator.target_tokenizer is not translator.source_tokenizer:
+        archive.track(translator.target_tokenizer)
+    for name, function in ((SERVING_KEY, translator.translate), (BEAM_KEY, translator.translate_beam)):
+        function.get_concrete_function()  # traced once (its input signature is fixed)
+        archive.add_endpoint(name, function)
+    return archive
+
+
 def next_version(export_dir):
     """The next free integer version under `export_dir` (1 for a new one)."""
     versions = [int(name) for name in os.listdir(export_dir) if name.isdigit()] if os.path.isdir(export_dir) else []
@@ -83,6 +106,7 @@ def export(
     beam_size=4,
     extra_files=None,
     translator=None,
+    check=None,
 ):
     """Writes the model as `export_dir/<next version>/` and returns that path.
 
@@ -97,6 +121,10 @@ def export(
             to `assets.extra/` (e.g. evaluation results).
         translator: a `Translator` of this model already used (e.g. to
             evaluate it), so its traced functions are reused, not traced again.
+        check: called with the path of the complete SavedModel before it is
+            published (e.g. to reload it in another process and evaluate
+            it); returns more extra files (a dict as `extra_files`) or
+            raises, and then nothing is published.
     """
     if keras.backend.backend() != "tensorflow":
         raise RuntimeError("Exporting a SavedModel needs the TensorFlow backend (KERAS_BACKEND=tensorflow).")
@@ -105,21 +133,14 @@ def export(
         translator = Translator(model, source_tokenizer, target_tokenizer, max_output_length, beam_size)
     staging = tempfile.mkdtemp(prefix=".export-", dir=export_dir)  # same file system: rename is atomic
     try:
-        tf.saved_model.save(
-            translator,
-            staging,
-            signatures={
-                SERVING_KEY: translator.translate.get_concrete_function(),
-                BEAM_KEY: translator.translate_beam.get_concrete_function(),
-            },
-        )
+        _archive(model, translator).write_out(staging, verbose=False)
         extra = os.path.join(staging, "assets.extra")
         os.makedirs(extra, exist_ok=True)
         model.save(os.path.join(extra, "model.keras"))
         save_tokenizers(extra, source_tokenizer, target_tokenizer)
-        for name, content in (extra_files or {}).items():
-            with open(os.path.join(extra, name), "w", encoding="utf-8") as file:
-                json.dump(content, file, indent=2, ensure_ascii=False)
+        _write_json(extra, extra_files or {})
+        if check is not None:
+            _write_json(extra, check(staging) or {})
         while True:  # another exporter may have taken the version meanwhile
             target = os.path.join(export_dir, str(next_version(export_dir)))
             try:
@@ -130,6 +151,12 @@ def export(
                     raise
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def _write_json(directory, files):
+    for name, content in files.items():
+        with open(os.path.join(directory, name), "w", encoding="utf-8") as file:
+            json.dump(content, file, indent=2, ensure_ascii=False)
 
 
 def latest_version(export_dir):

@@ -17,6 +17,7 @@ out. Ids 0–3 are reserved everywhere: 0 padding, 1 start, 2 end, 3 unknown.
 
 import json
 import os
+import zlib
 
 import tensorflow as tf
 
@@ -119,7 +120,14 @@ class SentencePieceTokenizer(tf.Module):
         import tensorflow_text  # imported here: only subword tokenizers need its ops
 
         self.model_proto = model_proto
-        self._tokenizer = tensorflow_text.SentencepieceTokenizer(model=model_proto, out_type=tf.int32)
+        # The op's name says which model it holds. Why: the op keeps its
+        # model in a kernel-owned resource, and a reloaded SavedModel gives
+        # two `SentencepieceOp`s of the same node name one resource — the
+        # second tokenizer then silently runs the first one's model. A name
+        # from the model's bytes keeps two models apart and lets one model
+        # used twice (a shared vocabulary) share its resource.
+        name = f"sentencepiece_{zlib.crc32(model_proto):08x}"
+        self._tokenizer = tensorflow_text.SentencepieceTokenizer(model=model_proto, out_type=tf.int32, name=name)
 
     @classmethod
     def train(cls, texts, vocab_size, model_type="unigram"):

@@ -1,7 +1,19 @@
-"""Held-out metrics: exact match and character error rate (dates), BLEU and chrF (text)."""
+"""Held-out metrics, measured where users meet the model: through the export reloaded in a fresh process.
+
+Exact match and character error rate for dates; sacreBLEU and chrF (with
+their signatures) for text.
+"""
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
 
 import sacrebleu
 import tensorflow as tf
+
+RELOADED_EXPORT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "reloaded_export.py")
 
 
 def exact_match(hypotheses, references):
@@ -17,10 +29,13 @@ def character_error_rate(hypotheses, references):
 
 
 def text_metrics(hypotheses, references):
-    """Corpus sacreBLEU (cased, 13a tokenisation) and chrF on detokenised text."""
+    """Corpus sacreBLEU (cased, 13a tokenisation) and chrF on detokenised text, with their signatures."""
+    bleu, chrf = sacrebleu.metrics.BLEU(), sacrebleu.metrics.CHRF()
     return {
-        "bleu": round(sacrebleu.corpus_bleu(hypotheses, [references]).score, 2),
-        "chrf": round(sacrebleu.corpus_chrf(hypotheses, [references]).score, 2),
+        "bleu": round(bleu.corpus_score(hypotheses, [references]).score, 2),
+        "chrf": round(chrf.corpus_score(hypotheses, [references]).score, 2),
+        "bleu_signature": str(bleu.get_signature()),
+        "chrf_signature": str(chrf.get_signature()),
     }
 
 
@@ -31,3 +46,25 @@ def evaluate(kind, hypotheses, references):
     else:
         metrics.update(text_metrics(hypotheses, references))
     return metrics
+
+
+def translate_reloaded(saved_model_dir, request, timeout=3600):
+    """Runs `training/reloaded_export.py` on an export in a fresh process and returns its result.
+
+    `request` is `{loader: {signature: [texts]}}` (that script says which
+    loaders); the fresh process cannot import `tf_transformer` or `training`.
+    """
+    with tempfile.TemporaryDirectory(prefix="reloaded-") as directory:
+        request_path, result_path = os.path.join(directory, "request.json"), os.path.join(directory, "result.json")
+        with open(request_path, "w", encoding="utf-8") as file:
+            json.dump(request, file, ensure_ascii=False)
+        process = subprocess.run(
+            [sys.executable, RELOADED_EXPORT, saved_model_dir, request_path, result_path],
+            capture_output=True, text=True, timeout=timeout,
+        )
+        if process.returncode != 0:
+            raise RuntimeError(
+                f"The export {saved_model_dir} failed when reloaded in a fresh process:\n{process.stderr[-4000:]}"
+            )
+        with open(result_path, encoding="utf-8") as file:
+            return json.load(file)

@@ -161,11 +161,81 @@ def train_multi_worker(model, strategy, config, encoded, args, work_dir):
 
 
 def translate_all(translate, texts, batch_size=256):
+    """`translate` (a Translator signature function) over `texts` in batches, as strings."""
     outputs = []
     for start in range(0, len(texts), batch_size):
         batch = tf.constant(texts[start : start + batch_size])
         outputs += [t.decode("utf-8") for t in translate(batch)["translation"].numpy()]
     return outputs
+
+
+class ExportEvaluation:
+    """Held-out figures of an export, taken through the export reloaded in a fresh process.
+
+    `check` (given to `export`, which calls it before publishing) translates
+    the test split with the staged SavedModel in a process that cannot
+    import this project (`training/reloaded_export.py`), and a probe — the
+    samples and the first test sources — with both signatures through both
+    loaders (`tf.saved_model.load` and TensorFlow's session loader, TF
+    Serving's path). The probe must give the training process's strings
+    exactly, or nothing is published. Why: figures taken inside the
+    training process once hid an export that translated garbage.
+    """
+
+    PROBE_SIZE = 32
+
+    def __init__(self, translator, kind, samples, test, beam, started):
+        self.kind, self.samples, self.beam, self.started = kind, samples, beam, started
+        self.test_sources, self.test_references = test
+        self.probe = list(samples) + list(self.test_sources[: self.PROBE_SIZE])
+        self.signatures = {
+            tf_transformer.export.SERVING_KEY: translator.translate,
+            tf_transformer.export.BEAM_KEY: translator.translate_beam,
+        }
+        self.in_process = {name: translate_all(function, self.probe) for name, function in self.signatures.items()}
+        self.metrics = self.sample_outputs = None
+
+    def check(self, saved_model_dir):
+        greedy, beam = tf_transformer.export.SERVING_KEY, tf_transformer.export.BEAM_KEY
+        tests = {greedy: self.test_sources, beam: self.test_sources if self.beam else []}
+        request = {
+            "saved_model_load": {name: self.probe + list(tests[name]) for name in self.signatures},
+            "session_loader": {name: self.probe for name in self.signatures},
+        }
+        result = evaluate.translate_reloaded(saved_model_dir, request)
+        n = len(self.probe)
+        for loader, outputs in result.items():
+            for name, expected in self.in_process.items():
+                mismatches = [(t, e, o) for t, e, o in zip(self.probe, expected, outputs[name][:n]) if e != o]
+                if mismatches:
+                    text, expected_output, output = mismatches[0]
+                    raise RuntimeError(
+                        f"The export translates differently once reloaded ({loader}, {name}): {len(mismatches)} "
+                        f"of {n} probes differ, e.g. {text!r} -> {output!r} instead of {expected_output!r}. "
+                        "Nothing was published."
+                    )
+        reloaded = result["saved_model_load"]
+        self.metrics = evaluate.evaluate(self.kind, reloaded[greedy][n:], self.test_references)
+        if self.beam:
+            self.metrics["beam_search"] = evaluate.evaluate(self.kind, reloaded[beam][n:], self.test_references)
+        self.metrics["train_seconds"] = round(time.time() - self.started, 1)
+        self.sample_outputs = reloaded[greedy][: len(self.samples)]
+        examples = [
+            {"source": s, "reference": r, "translation": h}
+            for s, r, h in list(zip(self.test_sources, self.test_references, reloaded[greedy][n:]))[:10]
+        ]
+        return {
+            "evaluation.json": {
+                "measured": "through this export reloaded in a fresh process that cannot import tf_transformer "
+                "(tf.saved_model.load); the session loader (TF Serving's path) and the training process gave the "
+                f"same strings on {n} probes with both signatures",
+                "metrics": self.metrics,
+                "test_examples": examples,
+                "samples": dict(zip(self.samples, self.sample_outputs)),
+                # The training process's own strings, against which the reloaded export was checked.
+                "in_process_probe": {"texts": self.probe, **self.in_process},
+            }
+        }
 
 
 def main(argv=None):
@@ -237,38 +307,30 @@ def main(argv=None):
         if os.path.exists(best_weights):
             model.load_weights(best_weights)
 
-    # Evaluate through the same graph that is exported.
+    kind = "dates" if args.dataset == "dates" else "text"
+    samples = SAMPLES[kind]
     translator = tf_transformer.export.Translator(model, source_tokenizer, target_tokenizer)
-    translate = translator.translate_beam if config.eval_beam_size > 1 else translator.translate
-    test_sources, test_references = splits["test"]
-    hypotheses = translate_all(translate, test_sources)
-    metrics = evaluate.evaluate("dates" if args.dataset == "dates" else "text", hypotheses, test_references)
-    metrics["train_seconds"] = round(time.time() - started, 1)
-    samples = SAMPLES["dates" if args.dataset == "dates" else "text"]
-    sample_outputs = translate_all(translator.translate, samples)
-    examples = [
-        {"source": s, "reference": r, "translation": h}
-        for s, r, h in list(zip(test_sources, test_references, hypotheses))[:10]
-    ]
+    evaluation = ExportEvaluation(translator, kind, samples, splits["test"], beam=config.eval_beam_size > 1,
+                                  started=started)
     path = tf_transformer.export.export(
         model, source_tokenizer, target_tokenizer, distributed.write_path(export_dir, strategy), translator=translator,
-        extra_files={
-            "evaluation.json": {"dataset": name, "metrics": metrics, "test_examples": examples,
-                                "samples": dict(zip(samples, sample_outputs))},
-            "training_config.json": {"training": dataclasses.asdict(config), "model": model_config.to_dict()},
-        },
+        extra_files={"training_config.json": {"training": dataclasses.asdict(config), "model": model_config.to_dict()}},
+        # Every figure comes from the export reloaded in a fresh process; only the chief's export is kept.
+        check=evaluation.check if distributed.is_chief(strategy) else None,
     )
+    metrics = evaluation.metrics
     if multi_worker:  # every worker exported (saving may need them all); only the chief's remains
         if not distributed.is_chief(strategy):
             path = "a temporary folder, deleted (only the chief's export is kept)"
         for temporary in (export_dir, work_dir):
             distributed.remove_temporary(temporary, strategy)
-    print(f"Held-out metrics: {json.dumps(metrics)}")
-    for source, output in zip(samples, sample_outputs):
-        print(f"  {source!r} -> {output!r}")
+    if metrics is not None:
+        print(f"Held-out metrics (the export reloaded in a fresh process): {json.dumps(metrics)}")
+        for source, output in zip(samples, evaluation.sample_outputs):
+            print(f"  {source!r} -> {output!r}")
     print(f"Exported to {path}")
     return metrics
 
 
 if __name__ == "__main__":
-    sys.exit(0 if main() is not None else 1)
+    main()

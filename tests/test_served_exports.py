@@ -1,0 +1,112 @@
+"""Exports trained by the CLI translate, once reloaded the ways users load them, exactly as the training process did.
+
+Each export's `evaluation.json` keeps the training process's own strings
+for a probe of inputs (`in_process_probe`, both signatures); here the same
+inputs go through TensorFlow's session loader (`saved_model_cli run`, TF
+Serving's path), `tf.saved_model.load` in a process that cannot import
+this project, and `training.translate`.
+"""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from conftest import run_module
+
+SIGNATURES = ("serving_default", "beam_search")
+EXPORTS = ["cli_dates_export", "cli_tsv_export"]
+
+
+def probe(export_dir):
+    with open(os.path.join(export_dir, "1", "assets.extra", "evaluation.json"), encoding="utf-8") as file:
+        return json.load(file)["in_process_probe"]
+
+
+SAVED_MODEL_CLI_WITH_TEXT_OPS = """
+import sys
+import tensorflow_text  # SentencepieceOp & co.; the saved_model_cli binary cannot load custom ops
+from tensorflow.python.tools import saved_model_cli
+sys.argv[0] = "saved_model_cli"
+saved_model_cli.main()
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("export", EXPORTS)
+@pytest.mark.parametrize("signature", SIGNATURES)
+def test_saved_model_cli_run_gives_the_training_process_strings(export, signature, request, tmp_path):
+    export_dir, _ = request.getfixturevalue(export)
+    expected = probe(export_dir)
+    inputs = str(tmp_path / "text.npy")
+    np.save(inputs, np.array([t.encode("utf-8") for t in expected["texts"]], dtype=object))
+    arguments = ["run", "--dir", os.path.join(export_dir, "1"), "--tag_set", "serve", "--signature_def", signature,
+                 "--inputs", f"text={inputs}", "--outdir", str(tmp_path / "out")]
+    if export == "cli_dates_export":  # core ops only: TensorFlow's own command, as installed
+        command = [os.path.join(os.path.dirname(sys.executable), "saved_model_cli"), *arguments]
+    else:
+        command = [sys.executable, "-c", SAVED_MODEL_CLI_WITH_TEXT_OPS, *arguments]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-4000:]
+    served = np.load(tmp_path / "out" / "translation.npy", allow_pickle=True)
+    assert [t.decode("utf-8") for t in served] == expected[signature]
+
+
+LOAD_WITHOUT_THE_PROJECT = """
+import sys
+sys.modules["tf_transformer"] = None  # importing the project now fails: the export must not need it
+sys.modules["training"] = None
+import json, tensorflow as tf
+try:
+    import tensorflow_text  # subword exports' ops
+except ImportError:
+    pass
+texts = json.loads(sys.stdin.read())
+loaded = tf.saved_model.load(sys.argv[1])
+print(json.dumps({
+    name: [t.decode("utf-8") for t in loaded.signatures[name](text=tf.constant(texts))["translation"].numpy()]
+    for name in ("serving_default", "beam_search")
+}))
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("export", EXPORTS)
+def test_reloaded_in_a_fresh_process_gives_the_training_process_strings(export, request):
+    export_dir, _ = request.getfixturevalue(export)
+    expected = probe(export_dir)
+    result = subprocess.run(
+        [sys.executable, "-c", LOAD_WITHOUT_THE_PROJECT, os.path.join(export_dir, "1")],
+        input=json.dumps(expected["texts"]), capture_output=True, text=True, timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-4000:]
+    served = json.loads(result.stdout.strip().splitlines()[-1])
+    for signature in SIGNATURES:
+        assert served[signature] == expected[signature], signature
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("export", EXPORTS)
+def test_translate_cli_gives_the_training_process_strings(export, request):
+    export_dir, _ = request.getfixturevalue(export)
+    expected = probe(export_dir)
+    for flags, signature in (([], "serving_default"), (["--beam"], "beam_search")):
+        result = run_module("training.translate", "--model", export_dir, *flags, *expected["texts"], timeout=600)
+        assert result.returncode == 0, result.stderr[-3000:]
+        assert result.stdout == "".join(t + "\n" for t in expected[signature]), signature
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("export", EXPORTS)
+def test_printed_figures_are_the_reloaded_exports(export, request):
+    export_dir, result = request.getfixturevalue(export)
+    with open(os.path.join(export_dir, "1", "assets.extra", "evaluation.json"), encoding="utf-8") as file:
+        evaluation = json.load(file)
+    printed = next(line for line in result.stdout.splitlines() if line.startswith("Held-out metrics"))
+    assert "reloaded in a fresh process" in printed
+    assert json.loads(printed.split(": ", 1)[1]) == evaluation["metrics"]
+    # The probe holds the samples and the first test sources, checked equal to the training process's.
+    assert evaluation["in_process_probe"]["texts"][: len(evaluation["samples"])] == list(evaluation["samples"])

@@ -17,19 +17,77 @@ def date_splits():
     return dates.load(num_examples=6000, test_size=1000, seed=0)
 
 
-def test_dates_are_reproducible_and_splits_disjoint(date_splits):
+SPLITS = ("train", "validation", "test")
+
+
+def test_dates_are_reproducible_and_held_out_by_date(date_splits):
     again = dates.load(num_examples=6000, test_size=1000, seed=0)
     assert again == date_splits
-    train, validation, test = (set(date_splits[s][0]) for s in ("train", "validation", "test"))
+    train, validation, test = (set(dates.fold(date_splits[s][0])) for s in SPLITS)
     assert not train & validation and not train & test and not validation & test
     assert len(date_splits["test"][0]) == 1000
+    # No held-out date occurs in training in any form.
+    train_dates, validation_dates, test_dates = (set(date_splits[s][1]) - {""} for s in SPLITS)
+    assert not train_dates & test_dates and not train_dates & validation_dates
+    assert "" not in date_splits["test"][1]  # the clean test set is dates only
 
 
-def test_dates_targets_are_iso_and_in_range(date_splits):
-    for split in date_splits.values():
-        for iso in split[1]:
+def test_dates_targets_are_iso_and_in_range_or_empty(date_splits):
+    for name in SPLITS:
+        for iso in date_splits[name][1]:
+            if iso == "":
+                continue
             date = datetime.date.fromisoformat(iso)
             assert dates.FIRST_DAY <= date <= dates.LAST_DAY
+    empty = sum(t == "" for t in date_splits["train"][1]) / len(date_splits["train"][1])
+    assert 0.05 < empty < 0.15  # about a tenth of the training examples are not dates
+
+
+def test_non_dates_are_not_dates():
+    texts = dates.non_dates(3000, seed=0)
+    assert len(set(texts)) == 3000
+    numeric = 0
+    for text in texts:
+        match = re.fullmatch(r"(\d{1,2})([/.\-])(\d{1,2})\2(\d{4})", text)
+        if match:  # impossible read day-first and month-first
+            first, _, second, year = match.groups()
+            for day, month in ((int(first), int(second)), (int(second), int(first))):
+                with pytest.raises(ValueError):
+                    datetime.date(int(year), month, day)
+            numeric += 1
+    assert numeric > 50
+    assert any(re.fullmatch(r"(29|30|31) (février|February|Februar|febrero|fevereiro|febbraio|februari) \d{4}", t)
+               for t in texts)
+    assert any(t.isdigit() for t in texts) and any(":" in t for t in texts)  # numbers and times
+
+
+def test_folding_makes_trivial_variants_one_input(tmp_path):
+    tokenizer = CharacterTokenizer.train(["25 septembre 2009", "Tuesday, June 25, 2009"], fold=True)
+    variants = ["25 SEPTEMBRE 2009", "  25 septembre 2009  ", "25  septembre\u00a02009", "25 Septembre 2009."]
+    ids = tokenizer.tokenize(tf.constant(variants)).to_list()
+    assert all(i == ids[0] for i in ids)
+    assert tokenizer.tokenize(tf.constant(["tuesday june 25 2009"])).to_list() == \
+        tokenizer.tokenize(tf.constant(["Tuesday, June 25, 2009"])).to_list()
+    assert tokenizer.tokenize(tf.constant(["25.06.09"])).to_list() != tokenizer.tokenize(tf.constant(["250609"])).to_list()
+    # Invalid UTF-8 is replaced, not an error that fails the batch.
+    assert tokenizer.tokenize(tf.constant([b"\xff\xfe25", "25"])).nrows() == 2
+    tokenizer.save(str(tmp_path / "source.json"))  # folding is part of the saved tokenizer
+    reloaded = CharacterTokenizer.from_file(str(tmp_path / "source.json"))
+    assert reloaded.tokenize(tf.constant(variants)).to_list() == ids
+
+
+def test_perturbed_sets_are_the_held_out_dates_as_people_type_them(date_splits):
+    held_out = date_splits["held_out"]
+    test_dates = set(date_splits["test"][1])
+    for name in ("upper", "lower", "spaces_around", "doubled_spaces", "commas_dropped", "year_first"):
+        sources, targets = held_out[name]
+        assert len(sources) > 50 and set(targets) <= test_dates, name
+    assert all("," not in s for s in held_out["commas_dropped"][0])
+    for text, iso in zip(*held_out["year_first"]):
+        year, month, day = map(int, re.fullmatch(r"(\d{4})[/.\-](\d{1,2})[/.\-](\d{1,2})", text).groups())
+        assert datetime.date(year, month, day).isoformat() == iso
+    non_dates = set(held_out["non_dates"][0])
+    assert set(held_out["non_dates"][1]) == {""} and not non_dates & set(date_splits["train"][0])
 
 
 def test_dates_cover_languages_and_forms(date_splits):
@@ -42,12 +100,12 @@ def test_dates_cover_languages_and_forms(date_splits):
 
 
 def test_dates_reading_rules(date_splits):
-    pairs = dict(zip(*date_splits["train"])) | dict(zip(*date_splits["test"]))
+    pairs = {t: iso for t, iso in (dict(zip(*date_splits["train"])) | dict(zip(*date_splits["test"]))).items() if iso}
     checked = {"slash_four": 0, "two_digit": 0, "month_first": 0}
     for text, iso in pairs.items():
         year, month, day = map(int, iso.split("-"))
         numeric = re.fullmatch(r"(\d{1,2})([/.\-])(\d{1,2})\2(\d{2}|\d{4})", text)
-        if not numeric:
+        if not numeric or not iso:
             continue
         first, _, second, year_text = numeric.groups()
         first, second = int(first), int(second)
@@ -60,7 +118,7 @@ def test_dates_reading_rules(date_splits):
         else:  # day-first, including 03/04/2009 = 3 April
             assert (day, month) == (first, second), (text, iso)
             checked["slash_four"] += len(year_text) == 4
-    assert all(count > 20 for count in checked.values()), checked
+    assert all(count > 10 for count in checked.values()), checked
 
 
 def test_dates_wrong_weekday_does_not_change_the_date():
@@ -132,7 +190,8 @@ def test_sentencepiece_tokenizer_round_trip(tmp_path):
 
 
 def test_pipeline_shapes_teacher_forcing_and_bucketing(date_splits):
-    sources, targets = date_splits["train"]
+    sources, targets = zip(*[(s, t) for s, t in zip(*date_splits["train"]) if t])  # dates only
+    sources, targets = list(sources), list(targets)
     source_tokenizer, target_tokenizer = CharacterTokenizer.train(sources), CharacterTokenizer.train(targets)
     source_ids, target_ids, dropped = pipeline.encode_pairs(sources, targets, source_tokenizer, target_tokenizer, 24)
     assert dropped > 0  # the longest dates exceed 24 characters and are dropped, not cut
@@ -164,7 +223,7 @@ def test_pipeline_shapes_teacher_forcing_and_bucketing(date_splits):
     for batch in plain.take(40):
         plain_real += (batch.numpy() != 0).sum()
         plain_padded += batch.numpy().size
-    assert real / padded > 0.75 and real / padded > plain_real / plain_padded + 0.1
+    assert real / padded > 0.7 and real / padded > plain_real / plain_padded + 0.1
 
 
 def test_backup_falls_back_to_the_previous_one_when_the_latest_is_truncated(tmp_path):

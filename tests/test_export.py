@@ -90,7 +90,8 @@ def test_assets_and_versions(character_export):
     export_dir, path, model = character_export
     extra = os.path.join(path, "assets.extra")
     assert sorted(os.listdir(extra)) == sorted(
-        ["model.keras", "note.json", "source_tokenizer.json", "target_tokenizer.json", "tokenizers.json"]
+        ["model.keras", "note.json", "signatures.json", "source_tokenizer.json", "target_tokenizer.json",
+         "tokenizers.json"]
     )
     reloaded = keras.saving.load_model(os.path.join(extra, "model.keras"))
     tokens = {"encoder_tokens": np.array([[5, 6, 7]]), "decoder_tokens": np.array([[1, 5]])}

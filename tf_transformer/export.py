@@ -107,6 +107,7 @@ def export(
     extra_files=None,
     translator=None,
     check=None,
+    description=None,
 ):
     """Writes the model as `export_dir/<next version>/` and returns that path.
 
@@ -121,6 +122,9 @@ def export(
             to `assets.extra/` (e.g. evaluation results).
         translator: a `Translator` of this model already used (e.g. to
             evaluate it), so its traced functions are reused, not traced again.
+        description: what the model answers (e.g. "" for text that is not a
+            date), written with each signature's inputs and outputs to
+            `assets.extra/signatures.json`, where clients look it up.
         check: called with the path of the complete SavedModel before it is
             published (e.g. to reload it in another process and evaluate
             it); returns more extra files (a dict as `extra_files`) or
@@ -138,7 +142,7 @@ def export(
         os.makedirs(extra, exist_ok=True)
         model.save(os.path.join(extra, "model.keras"))
         save_tokenizers(extra, source_tokenizer, target_tokenizer)
-        _write_json(extra, extra_files or {})
+        _write_json(extra, {"signatures.json": _signature_docs(translator, description), **(extra_files or {})})
         if check is not None:
             _write_json(extra, check(staging) or {})
         while True:  # another exporter may have taken the version meanwhile
@@ -151,6 +155,23 @@ def export(
                     raise
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def _signature_docs(translator, description):
+    decoding_of = {
+        SERVING_KEY: "greedy search with the key/value cache",
+        BEAM_KEY: f"beam search (beam {translator.beam_size}) with the key/value cache",
+    }
+    return {
+        name: {
+            "inputs": {"text": "tf.string [None]: UTF-8 text, one per example"},
+            "outputs": {"translation": "tf.string [None]: one per input, in order"},
+            "decoding": decoding,
+            "max_input_tokens": translator.max_length,
+            "description": description or "",
+        }
+        for name, decoding in decoding_of.items()
+    }
 
 
 def _write_json(directory, files):

@@ -7,7 +7,9 @@ out. Ids 0–3 are reserved everywhere: 0 padding, 1 start, 2 end, 3 unknown.
 * `CharacterTokenizer`: one id per Unicode character, in core TensorFlow ops
   only (`tf.strings.unicode_decode`/`unicode_encode`, a hash table), so a
   stock TF Serving binary runs it. `detokenize(tokenize(s)) == s` for any
-  text made of characters seen in training.
+  text made of characters seen in training (without `fold`). With
+  `fold=True` it first applies `fold_text` (the dates model's source side),
+  so trivial variants of one input become the same ids.
 * `SentencePieceTokenizer`: subwords learned with the `sentencepiece`
   library, run in the graph by tensorflow-text's `SentencepieceOp` (a
   serving binary must have tensorflow-text's ops). Byte fallback makes every
@@ -26,6 +28,25 @@ NUM_RESERVED = 4
 _UNKNOWN_CHARACTER = "\ufffd"
 
 
+def fold_text(strings):
+    """Folds away what does not change a date's reading, in core TensorFlow ops.
+
+    Invalid UTF-8 becomes U+FFFD; then lower case (Unicode), commas and
+    dots that end a word ("sept.", "25th.") dropped, every run of white
+    space (including no-break spaces) one space, no space at either end.
+    Dots between digits ("25.06.09") stay.
+
+    >>> [t.decode() for t in fold_text(tf.constant(["  Tuesday,  JUNE 25, 2009 ", "25 sept.\u00a02009"])).numpy()]
+    ['tuesday june 25 2009', '25 sept 2009']
+    """
+    strings = tf.strings.unicode_transcode(strings, "UTF-8", "UTF-8", errors="replace")
+    strings = tf.strings.lower(strings, encoding="utf-8")
+    strings = tf.strings.regex_replace(strings, ",", " ")
+    strings = tf.strings.regex_replace(strings, r"\.(?:[\s\p{Zs}]+|$)", " ")
+    strings = tf.strings.regex_replace(strings, r"[\s\p{Zs}]+", " ")
+    return tf.strings.strip(strings)
+
+
 def _as_ragged(ids):
     ids = tf.cast(ids, tf.int32)
     if not isinstance(ids, tf.RaggedTensor):
@@ -40,6 +61,8 @@ class CharacterTokenizer(tf.Module):
     Args:
         characters: the vocabulary, a list of single characters; character
             `characters[i]` gets id `i + 4`.
+        fold: apply `fold_text` before tokenizing (and learn the
+            vocabulary from folded text).
 
     Example:
 
@@ -51,8 +74,9 @@ class CharacterTokenizer(tf.Module):
 
     kind = "character"
 
-    def __init__(self, characters, name=None):
+    def __init__(self, characters, fold=False, name=None):
         super().__init__(name=name)
+        self.fold = bool(fold)
         characters = list(characters)
         if any(len(c) != 1 for c in characters) or len(set(characters)) != len(characters):
             raise ValueError("`characters` must be distinct single characters.")
@@ -64,14 +88,16 @@ class CharacterTokenizer(tf.Module):
         self._to_codepoint = tf.constant([ord(_UNKNOWN_CHARACTER)] * NUM_RESERVED + [ord(c) for c in characters], tf.int32)
 
     @classmethod
-    def train(cls, texts, max_characters=None):
-        """The characters of `texts`, most frequent first (ties by codepoint)."""
+    def train(cls, texts, max_characters=None, fold=False):
+        """The characters of `texts` (folded with `fold`), most frequent first (ties by codepoint)."""
+        if fold:
+            texts = [t.decode("utf-8") for t in fold_text(tf.constant(list(texts), tf.string)).numpy()]
         counts = {}
         for text in texts:
             for character in text:
                 counts[character] = counts.get(character, 0) + 1
         ranked = sorted(counts, key=lambda c: (-counts[c], ord(c)))
-        return cls(ranked[:max_characters] if max_characters else ranked)
+        return cls(ranked[:max_characters] if max_characters else ranked, fold=fold)
 
     @property
     def vocab_size(self):
@@ -79,6 +105,8 @@ class CharacterTokenizer(tf.Module):
 
     def tokenize(self, strings):
         """tf.string `[N]` → int32 RaggedTensor `[N, (length)]`, no start/end ids."""
+        if self.fold:
+            strings = fold_text(strings)
         codepoints = tf.strings.unicode_decode(strings, "UTF-8", errors="replace")
         return tf.cast(self._to_id.lookup(tf.cast(codepoints, tf.int64)), tf.int32)
 
@@ -92,12 +120,13 @@ class CharacterTokenizer(tf.Module):
 
     def save(self, path):
         with open(path, "w", encoding="utf-8") as file:
-            json.dump({"kind": self.kind, "characters": self.characters}, file, ensure_ascii=False)
+            json.dump({"kind": self.kind, "characters": self.characters, "fold": self.fold}, file, ensure_ascii=False)
 
     @classmethod
     def from_file(cls, path):
         with open(path, encoding="utf-8") as file:
-            return cls(json.load(file)["characters"])
+            saved = json.load(file)
+        return cls(saved["characters"], fold=saved.get("fold", False))
 
 
 class SentencePieceTokenizer(tf.Module):

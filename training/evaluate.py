@@ -43,8 +43,31 @@ def evaluate(kind, hypotheses, references):
     metrics = {"examples": len(references), "exact_match": round(exact_match(hypotheses, references), 5)}
     if kind == "dates":
         metrics["character_error_rate"] = round(character_error_rate(hypotheses, references), 5)
+        metrics["answered_empty"] = sum(h == "" and r != "" for h, r in zip(hypotheses, references))
     else:
         metrics.update(text_metrics(hypotheses, references))
+    return metrics
+
+
+def split_outputs(sets, outputs):
+    """`outputs` of the concatenated sources of `sets` (name → (sources, references)), back per set."""
+    result, start = {}, 0
+    for name, (sources, references) in sets.items():
+        result[name] = (sources, references, outputs[start : start + len(sources)])
+        start += len(sources)
+    return result
+
+
+def held_out_sets(sets, outputs):
+    """Per set: exact match and empty answers on dates; the rate of empty answers ("rejected") on non-dates."""
+    metrics = {}
+    for name, (_, references, hypotheses) in split_outputs(sets, outputs).items():
+        empty = sum(h == "" for h in hypotheses)
+        if all(r == "" for r in references):
+            metrics[name] = {"examples": len(references), "rejected": round(empty / max(len(references), 1), 5)}
+        else:
+            metrics[name] = {"examples": len(references), "exact_match": round(exact_match(hypotheses, references), 5),
+                             "answered_empty": empty}
     return metrics
 
 

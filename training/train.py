@@ -27,8 +27,21 @@ from training import callbacks as callbacks_lib  # noqa: E402
 from training import dates, distributed, evaluate, pipeline, tsv  # noqa: E402
 from training.configs import CONFIGS  # noqa: E402
 
+DESCRIPTIONS = {
+    "dates": "A human-readable date (en, fr, es, de, it, pt, nl; any case, spacing and commas; numeric dates "
+    "day-first, two-digit years 1950-2049) -> ISO YYYY-MM-DD. Text that is not a date, including partial and "
+    "impossible dates (31 April), gets the empty string. Blank input gets the empty string.",
+    "text": "Source-language text -> its translation. Inputs longer than max_input_tokens are truncated; "
+    "blank input gets the empty string.",
+}
+
 SAMPLES = {
-    "dates": ["25 septembre 2009", "Tuesday, June 25, 2009", "25/06/2009", "25.06.09", "3 de abril de 1975"],
+    "dates": [
+        "25 septembre 2009", "Tuesday, June 25, 2009", "25/06/2009", "25.06.09", "3 de abril de 1975",
+        # As people type them, and texts that are not dates (answered "").
+        "25 SEPTEMBRE 2009", "  25 septembre 2009  ", "tuesday june 25 2009", "2009/09/25", "June 25, 09",
+        "xxxxxxxxxxxxxxxx", "Jane visite l'Afrique en septembre.", "31 février 2009", "juin 2009",
+    ],
     "text": [
         "Jane visite l'Afrique en septembre.",
         "Je t'aime.",
@@ -93,9 +106,15 @@ def resolve(args):
     return config, name
 
 
+# Sentences the dates model never sees, to measure how it refuses text that is not a date.
+SHARED_TATOEBA = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "..", "shared", "data",
+                              "tatoeba-eng-fra.tsv")
+
+
 def load_splits(args, config):
     if args.dataset == "dates":
-        return dates.load(num_examples=(config.train_size or 48000) * 21 // 20, seed=args.seed)
+        return dates.load(num_examples=(config.train_size or 48000) * 21 // 20, seed=args.seed,
+                          tatoeba_path=SHARED_TATOEBA)
     try:
         return tsv.load(args.dataset, reverse=args.reverse, seed=args.seed, train_size=config.train_size or None)
     except tsv.DatasetError as error:
@@ -109,7 +128,8 @@ def make_tokenizers(config, splits, work_dir):
         return load_tokenizers(saved)
     sources, targets = splits["train"]
     if config.tokenizer == "character":
-        source, target = CharacterTokenizer.train(sources), CharacterTokenizer.train(targets)
+        source = CharacterTokenizer.train(sources, fold=config.fold_source)
+        target = CharacterTokenizer.train([t for t in targets if t])
     elif config.shared_vocabulary:
         source = target = SentencePieceTokenizer.train(sources + targets, config.vocab_size)
     else:
@@ -184,9 +204,10 @@ class ExportEvaluation:
 
     PROBE_SIZE = 32
 
-    def __init__(self, translator, kind, samples, test, beam, started):
+    def __init__(self, translator, kind, samples, test, beam, started, held_out=None):
         self.kind, self.samples, self.beam, self.started = kind, samples, beam, started
         self.test_sources, self.test_references = test
+        self.held_out = held_out or {}  # name → (sources, references), greedy only
         self.probe = list(samples) + list(self.test_sources[: self.PROBE_SIZE])
         self.signatures = {
             tf_transformer.export.SERVING_KEY: translator.translate,
@@ -197,7 +218,8 @@ class ExportEvaluation:
 
     def check(self, saved_model_dir):
         greedy, beam = tf_transformer.export.SERVING_KEY, tf_transformer.export.BEAM_KEY
-        tests = {greedy: self.test_sources, beam: self.test_sources if self.beam else []}
+        held_out_sources = [source for sources, _ in self.held_out.values() for source in sources]
+        tests = {greedy: list(self.test_sources) + held_out_sources, beam: self.test_sources if self.beam else []}
         request = {
             "saved_model_load": {name: self.probe + list(tests[name]) for name in self.signatures},
             "session_loader": {name: self.probe for name in self.signatures},
@@ -215,11 +237,18 @@ class ExportEvaluation:
                         "Nothing was published."
                     )
         reloaded = result["saved_model_load"]
-        self.metrics = evaluate.evaluate(self.kind, reloaded[greedy][n:], self.test_references)
+        outputs = reloaded[greedy][n:]
+        self.metrics = evaluate.evaluate(self.kind, outputs[: len(self.test_sources)], self.test_references)
+        if self.held_out:
+            self.metrics["held_out"] = evaluate.held_out_sets(self.held_out, outputs[len(self.test_sources) :])
         if self.beam:
             self.metrics["beam_search"] = evaluate.evaluate(self.kind, reloaded[beam][n:], self.test_references)
         self.metrics["train_seconds"] = round(time.time() - self.started, 1)
         self.sample_outputs = reloaded[greedy][: len(self.samples)]
+        self.held_out_examples = {
+            name: [{"source": s, "reference": r, "translation": h} for s, r, h in zip(sources, references, outputs)][:5]
+            for name, (sources, references, outputs) in evaluate.split_outputs(self.held_out, outputs[len(self.test_sources) :]).items()
+        }
         examples = [
             {"source": s, "reference": r, "translation": h}
             for s, r, h in list(zip(self.test_sources, self.test_references, reloaded[greedy][n:]))[:10]
@@ -231,6 +260,7 @@ class ExportEvaluation:
                 f"same strings on {n} probes with both signatures",
                 "metrics": self.metrics,
                 "test_examples": examples,
+                "held_out_examples": self.held_out_examples,
                 "samples": dict(zip(self.samples, self.sample_outputs)),
                 # The training process's own strings, against which the reloaded export was checked.
                 "in_process_probe": {"texts": self.probe, **self.in_process},
@@ -311,12 +341,13 @@ def main(argv=None):
     samples = SAMPLES[kind]
     translator = tf_transformer.export.Translator(model, source_tokenizer, target_tokenizer)
     evaluation = ExportEvaluation(translator, kind, samples, splits["test"], beam=config.eval_beam_size > 1,
-                                  started=started)
+                                  started=started, held_out=splits.get("held_out"))
     path = tf_transformer.export.export(
         model, source_tokenizer, target_tokenizer, distributed.write_path(export_dir, strategy), translator=translator,
         extra_files={"training_config.json": {"training": dataclasses.asdict(config), "model": model_config.to_dict()}},
         # Every figure comes from the export reloaded in a fresh process; only the chief's export is kept.
         check=evaluation.check if distributed.is_chief(strategy) else None,
+        description=DESCRIPTIONS[kind],
     )
     metrics = evaluation.metrics
     if multi_worker:  # every worker exported (saving may need them all); only the chief's remains

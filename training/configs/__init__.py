@@ -24,6 +24,7 @@ class TrainingConfig:
     early_stopping_patience: int = 0  # epochs without val_loss improvement (0: off)
     eval_beam_size: int = 1  # 1: greedy evaluation
     shared_vocabulary: bool = False  # one tokenizer for both sides (then embeddings can be shared)
+    fold_source: bool = False  # fold case, commas, word-final dots and spaces of the source (tokenizers.fold_text)
 
 
 CONFIGS = {
@@ -40,6 +41,7 @@ CONFIGS = {
         learning_rate_scale=0.5,  # peak 2.2e-3; 2.0 (8.8e-3) diverged in epoch 2
         train_size=48000,
         max_length=48,
+        fold_source=True,  # "25 SEPTEMBRE 2009", "  tuesday june 25 2009 " read as the generated forms
     ),
     # A TSV corpus of short sentences (Tatoeba-sized, ~16k pairs).
     "tsv": TrainingConfig(

@@ -27,38 +27,60 @@ def test_dates_are_reproducible_and_held_out_by_date(date_splits):
     assert not train & validation and not train & test and not validation & test
     assert len(date_splits["test"][0]) == 1000
     # No held-out date occurs in training in any form.
-    train_dates, validation_dates, test_dates = (set(date_splits[s][1]) - {""} for s in SPLITS)
+    def real_dates(split):  # impossible dates (read literally) are held out by text, not by date
+        targets = sorted(set(date_splits[split][1]) - {""})
+        checked = dates.valid_date_or_empty(None, tf.constant(targets)).numpy()
+        return {t for t, c in zip(targets, checked) if c}
+
+    train_dates, validation_dates, test_dates = (real_dates(s) for s in SPLITS)
     assert not train_dates & test_dates and not train_dates & validation_dates
     assert "" not in date_splits["test"][1]  # the clean test set is dates only
 
 
-def test_dates_targets_are_iso_and_in_range_or_empty(date_splits):
+def test_dates_targets_are_iso_in_range_impossible_or_empty(date_splits):
+    impossible = 0
     for name in SPLITS:
         for iso in date_splits[name][1]:
             if iso == "":
                 continue
-            date = datetime.date.fromisoformat(iso)
-            assert dates.FIRST_DAY <= date <= dates.LAST_DAY
+            year, month, day = map(int, re.fullmatch(r"(\d{4})-(\d{2})-(\d{2})", iso).groups())
+            assert 1900 <= year <= 2099
+            try:
+                datetime.date(year, month, day)
+            except ValueError:
+                assert name != "test"  # impossible dates, read literally, are trained on, never the clean test
+                impossible += 1
+    total = sum(len(date_splits[name][1]) for name in SPLITS)
+    assert 0.005 < impossible / total < 0.04
     empty = sum(t == "" for t in date_splits["train"][1]) / len(date_splits["train"][1])
     assert 0.05 < empty < 0.15  # about a tenth of the training examples are not dates
 
 
-def test_non_dates_are_not_dates():
+def test_non_dates_hold_no_date():
     texts = dates.non_dates(3000, seed=0)
-    assert len(set(texts)) == 3000
-    numeric = 0
-    for text in texts:
-        match = re.fullmatch(r"(\d{1,2})([/.\-])(\d{1,2})\2(\d{4})", text)
-        if match:  # impossible read day-first and month-first
-            first, _, second, year = match.groups()
-            for day, month in ((int(first), int(second)), (int(second), int(first))):
-                with pytest.raises(ValueError):
-                    datetime.date(int(year), month, day)
-            numeric += 1
-    assert numeric > 50
-    assert any(re.fullmatch(r"(29|30|31) (février|February|Februar|febrero|fevereiro|febbraio|februari) \d{4}", t)
-               for t in texts)
+    assert len(set(dates.fold(texts))) == 3000
     assert any(t.isdigit() for t in texts) and any(":" in t for t in texts)  # numbers and times
+    for text in texts:  # nothing with a day, a month and a four-digit year in numbers
+        assert not re.fullmatch(r"\d{1,2}[/.\-]\d{1,2}[/.\-]\d{4}", text), text
+
+
+def test_impossible_dates_are_read_literally_and_refused_by_the_export_check():
+    rng = __import__("random").Random(0)
+    pairs = [dates.impossible_date(rng, locale) for locale in dates.LOCALES for _ in range(40)]
+    for text, literal in pairs:
+        year, month, day = map(int, literal.split("-"))
+        with pytest.raises(ValueError):
+            datetime.date(year, month, day)
+        assert str(day) in text
+    assert any(t.startswith(("29 février", "30 février", "31 février")) for t, _ in pairs)
+    literals = [literal for _, literal in pairs]
+    checked = dates.valid_date_or_empty(None, tf.constant(literals)).numpy()
+    assert set(checked) == {b""}
+    real = ["2009-06-25", "2000-02-29", "1904-02-29", "2099-12-31", "1900-01-01"]
+    wrong = ["1900-02-29", "2009-13-01", "2009-00-10", "2009-06-00", "2100-01-01", "1899-12-31",
+             "2009-06-25x", "2009-6-25", "", "44444444", "2009-04-31"]
+    checked = dates.valid_date_or_empty(None, tf.constant(real + wrong)).numpy()
+    assert [c.decode() for c in checked] == real + [""] * len(wrong)
 
 
 def test_folding_makes_trivial_variants_one_input(tmp_path):
@@ -88,6 +110,7 @@ def test_perturbed_sets_are_the_held_out_dates_as_people_type_them(date_splits):
         assert datetime.date(year, month, day).isoformat() == iso
     non_dates = set(held_out["non_dates"][0])
     assert set(held_out["non_dates"][1]) == {""} and not non_dates & set(date_splits["train"][0])
+    assert set(held_out["impossible_dates"][1]) == {""} and not set(held_out["impossible_dates"][0]) & set(date_splits["train"][0])
 
 
 def test_dates_cover_languages_and_forms(date_splits):
@@ -105,8 +128,8 @@ def test_dates_reading_rules(date_splits):
     for text, iso in pairs.items():
         year, month, day = map(int, iso.split("-"))
         numeric = re.fullmatch(r"(\d{1,2})([/.\-])(\d{1,2})\2(\d{2}|\d{4})", text)
-        if not numeric or not iso:
-            continue
+        if not numeric or not iso or dates.valid_date_or_empty(None, tf.constant([iso])).numpy()[0] == b"":
+            continue  # not a date, or an impossible one read literally
         first, _, second, year_text = numeric.groups()
         first, second = int(first), int(second)
         if len(year_text) == 2:

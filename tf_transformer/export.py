@@ -32,10 +32,24 @@ BEAM_KEY = "beam_search"
 
 
 class Translator(tf.Module):
-    """The exported module: tokenizers, model and decoding in one graph."""
+    """The exported module: tokenizers, model and decoding in one graph.
 
-    def __init__(self, model, source_tokenizer, target_tokenizer, max_output_length=None, beam_size=4):
+    Args:
+        model: a model from `build_transformer`.
+        source_tokenizer, target_tokenizer: tokenizers from
+            `tf_transformer.tokenizers`.
+        max_output_length: longest output in tokens (default: the model's).
+        beam_size: the beam of `translate_beam`.
+        postprocess: optional function of tf.string tensors
+            `(text [B], translation [B]) → translation [B]`, traced into both
+            signatures: a check the translations must pass (e.g. that the
+            dates model's output is a real calendar date, else "").
+    """
+
+    def __init__(self, model, source_tokenizer, target_tokenizer, max_output_length=None, beam_size=4,
+                 postprocess=None):
         super().__init__(name="translator")
+        self.postprocess = postprocess
         self.model = model
         self.source_tokenizer = source_tokenizer
         self.target_tokenizer = target_tokenizer
@@ -54,6 +68,8 @@ class Translator(tf.Module):
 
     def _decode(self, text, ids):
         translation = self.target_tokenizer.detokenize(ids)
+        if self.postprocess is not None:
+            translation = self.postprocess(text, translation)
         blank = tf.equal(tf.strings.length(tf.strings.strip(text)), 0)
         return {"translation": tf.where(blank, tf.constant(""), translation)}
 

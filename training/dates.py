@@ -30,9 +30,13 @@ and the "Sept" abbreviation.
 Not a date → "" (the empty translation): a tenth of the examples are texts
 that are not dates, each with the empty target: phrases and word salads
 from CLDR's names of places, languages and currencies (month and weekday
-names mixed in), partial dates (no year, no day), numbers, amounts, times,
-impossible dates (31 April, 29 February 2009, month 13) and random
-characters.
+names mixed in), partial dates (no year, no day), numbers, amounts, times
+and random characters. Impossible dates (31 April, 29 February 2009, month
+13) are read literally (2% of the examples, "31 avril 2009" → 2009-04-31)
+and the export's `valid_date_or_empty` answers "" for any output that is
+not a calendar date: a rule, where a model would have to learn the calendar
+from examples (a model trained to answer "" itself refused real 30ths and
+31sts).
 
 Any string that two different readings would produce (after folding) is
 dropped. The held-out dates are held out by date: no date of the
@@ -76,9 +80,11 @@ COMMON_PATTERNS = (
     "y/M/d",
     "dd MM y",
     "d MMM yy",
+    "d MMMM yy",
 )
 LOCALE_PATTERNS = {
-    "en_US": ("MMMM d, y", "MMM d, y", "EEEE, MMMM d, y", "EEE, MMM d, y", "M/d/yy", "MM/dd/yy", "MMMM d, yy", "MMM d, yy"),
+    "en_US": ("MMMM d, y", "MMM d, y", "EEEE, MMMM d, y", "EEE, MMM d, y", "M/d/yy", "MM/dd/yy", "MMMM d, yy", "MMM d, yy",
+              "EEE, MMM d, yy"),
     "en_GB": ("EEEE d MMMM y", "d MMMM, y"),
     "fr_FR": ("EEEE d MMMM y", "'le' d MMMM y", "EEE d MMM y"),
     "es_ES": ("d 'de' MMMM 'de' y", "EEEE d 'de' MMMM 'de' y", "d-MMM-y"),
@@ -105,10 +111,15 @@ def _has_two_digit_year(text_pattern):
     return "yy" in text_pattern and "yyy" not in text_pattern
 
 
+# US month-first and written two-digit years are few among the forms: drawn three times as often.
+OVERSAMPLED = ("M/d/yy", "MM/dd/yy", "MMMM d, yy", "MMM d, yy")
+
+
 def formats(locale):
-    """Every (kind, pattern) a locale writes dates in."""
+    """Every (kind, pattern) a locale writes dates in (a pattern twice is drawn twice as often)."""
     result = [("style", style) for style in STYLES]
     result += [("pattern", pattern) for pattern in COMMON_PATTERNS + LOCALE_PATTERNS.get(locale, ())]
+    result += [("pattern", pattern) for pattern in LOCALE_PATTERNS.get(locale, ()) if pattern in OVERSAMPLED] * 2
     if locale.startswith("en"):
         result += [("ordinal", pattern) for pattern in ENGLISH_ORDINAL_PATTERNS]
     return result
@@ -184,11 +195,16 @@ def _cldr_words(locale):
     return sorted({name for name in names if name and not any(c.isdigit() for c in name)})
 
 
-def _impossible_date(rng, locale):
-    """A date-shaped string no calendar has: 31 April, 29 February of a common year, month 13, day 32."""
-    year = rng.choice([y for y in range(1900, 2100) if "28" not in str(y) and "12" not in str(y)])
-    choice = rng.random()
-    if choice < 0.6:  # a real month, a day past its end, written in a format that spells the day
+def impossible_date(rng, locale):
+    """`(text, literal reading)` of a date no calendar has: 31 April, 29 February of a common year, month 13, day 32.
+
+    The model learns to read these literally ("31 février 2009" →
+    2009-02-31), and `valid_date_or_empty` in the export turns what is not
+    a calendar date into "": a check by rule, not a calendar the model
+    would have to learn from examples.
+    """
+    year = rng.choice([y for y in range(1900, 2100) if "28" not in str(y)])
+    if rng.random() < 0.6:  # a real month, a day past its end, written in a format that spells the day
         month = rng.choice([2, 4, 6, 9, 11])
         if month == 2:
             day = rng.choice([30, 31] + ([29] if year % 4 or (year % 100 == 0 and year % 400) else []))
@@ -197,15 +213,37 @@ def _impossible_date(rng, locale):
         pattern = rng.choice(["d MMMM y", "dd/MM/y", "d MMM y", "y-MM-dd", "dd.MM.y", "EEEE d MMMM y"])
         if locale == "en_US" and rng.random() < 0.5:
             pattern = rng.choice(["MMMM d, y", "MMM d, y"])
-        return format_date(datetime.date(year, month, 28), pattern, locale=locale).replace("28", str(day), 1)
+        text = format_date(datetime.date(year, month, 28), pattern, locale=locale).replace("28", str(day), 1)
+        return text, f"{year}-{month:02d}-{day:02d}"
     separator = rng.choice("/.-")
-    if choice < 0.8:  # month 13-19 with a day over 12, so neither day- nor month-first reads it
-        first, second = rng.randint(13, 31), rng.randint(13, 19)
-    else:
-        first, second = rng.randint(32, 39), rng.randint(1, 12)
-    if rng.random() < 0.5:
-        first, second = second, first
-    return f"{first:02d}{separator}{second:02d}{separator}{year}"
+    if rng.random() < 0.5:  # month 13-19 after a day over 12: no US month-first reading either
+        day, month = rng.randint(13, 31), rng.randint(13, 19)
+    else:  # day 32-39
+        day, month = rng.randint(32, 39), rng.randint(1, 12)
+    first, second = (day, month) if rng.random() < 0.5 else (month, day)  # "06/35/2029" is no date either
+    # Read literally day-first, as every numeric date but the US month-first ones: both readings are impossible.
+    return f"{first:02d}{separator}{second:02d}{separator}{year}", f"{year}-{second:02d}-{first:02d}"
+
+
+def valid_date_or_empty(text, translation):
+    """The translation if it is a real date from 1900 to 2099 in ISO form, else "" (core TensorFlow ops).
+
+    The dates export's `postprocess`: whatever the model writes for a text
+    that is not a date (or an impossible one, read literally) is refused
+    here by rule.
+    """
+    del text  # the check needs only the output
+    shaped = tf.strings.regex_full_match(translation, r"(19|20)\d\d-\d\d-\d\d")
+    safe = tf.where(shaped, translation, tf.fill(tf.shape(translation), "1900-01-01"))
+    year = tf.strings.to_number(tf.strings.substr(safe, 0, 4), tf.int32)
+    month = tf.strings.to_number(tf.strings.substr(safe, 5, 2), tf.int32)
+    day = tf.strings.to_number(tf.strings.substr(safe, 8, 2), tf.int32)
+    leap = ((year % 4 == 0) & (year % 100 != 0)) | (year % 400 == 0)
+    month_lengths = tf.constant([31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31])
+    valid_month = (month >= 1) & (month <= 12)
+    length = tf.gather(month_lengths, tf.clip_by_value(month - 1, 0, 11)) + tf.cast(leap & (month == 2), tf.int32)
+    valid = shaped & valid_month & (day >= 1) & (day <= length)
+    return tf.where(valid, translation, tf.fill(tf.shape(translation), ""))
 
 
 def non_dates(count, seed=0):
@@ -222,20 +260,20 @@ def non_dates(count, seed=0):
         locale = rng.choice(LOCALES)
         kind = rng.random()
         date = FIRST_DAY + datetime.timedelta(days=rng.randint(0, (LAST_DAY - FIRST_DAY).days))
-        if kind < 0.25:  # a word salad, sometimes with calendar words and small numbers
+        if kind < 0.3:  # a word salad, sometimes with calendar words and small numbers
             pool = words[locale] + calendar_words[locale] * 3
             salad = [rng.choice(pool) for _ in range(rng.randint(1, 7))]
             if rng.random() < 0.3:
                 salad.insert(rng.randrange(len(salad) + 1), str(rng.randint(1, 99)))
             return " ".join(salad) + rng.choice(["", "", ".", " ?", " !"])
-        if kind < 0.45:  # a partial date: no year, or no day
+        if kind < 0.55:  # a partial date: no year, or no day
             skeleton = rng.choice(["MMMMd", "MMMd", "Md", "yMMMM", "yMMM", "yMM", "y", "MMMMEEEEd"])
             if skeleton == "y":
                 return str(date.year)
             return format_skeleton(skeleton, date, locale=locale)
-        if kind < 0.55:  # a month or weekday name alone
+        if kind < 0.62:  # a month or weekday name alone
             return rng.choice(calendar_words[locale])
-        if kind < 0.7:  # numbers, amounts, times
+        if kind < 0.8:  # numbers, amounts, times
             return rng.choice([
                 lambda: str(rng.randint(0, 10**rng.randint(1, 8))),
                 lambda: format_decimal(rng.uniform(0, 10**5), locale=locale),
@@ -244,8 +282,6 @@ def non_dates(count, seed=0):
                 lambda: format_time(datetime.time(rng.randint(0, 23), rng.randint(0, 59)), rng.choice(["short", "medium"]), locale=locale),
                 lambda: " ".join(f"{rng.randint(0, 99):02d}" for _ in range(5)),
             ])()
-        if kind < 0.9:
-            return _impossible_date(rng, locale)
         if rng.random() < 0.3:  # one character repeated
             return rng.choice(string.ascii_letters + string.digits + "-./") * rng.randint(1, 40)
         return "".join(rng.choice(string.ascii_letters + string.digits + string.punctuation + " ") for _ in range(rng.randint(1, 40)))
@@ -305,14 +341,15 @@ def tatoeba_sentences(path, count=1000, seed=0):
 
 
 def load(num_examples=60000, validation_fraction=0.05, test_size=2500, seed=0, non_date_fraction=0.1,
-         tatoeba_path=None):
+         impossible_fraction=0.02, tatoeba_path=None):
     """Seeded train/validation/test splits, held out by date; non-dates held out by text.
 
     Returns:
         dict of split name → (sources, targets) lists, and `"held_out"`:
         name → (sources, targets) of the perturbed test dates
         (`perturbations`), the held-out generated non-dates
-        (`non_dates`) and, when `tatoeba_path` exists, sentences of that
+        (`non_dates`), impossible dates (`impossible_dates`, target "")
+        and, when `tatoeba_path` exists, sentences of that
         file (`non_dates_tatoeba`; the model never sees them).
     """
     # A tenth more held-out dates than asked, so the hashed split always fills `test_size`.
@@ -327,6 +364,14 @@ def load(num_examples=60000, validation_fraction=0.05, test_size=2500, seed=0, n
             splits["validation"].append((text, iso))
         else:
             splits["train"].append((text, iso))
+    rng = random.Random(seed + 5)
+    impossible = dict(impossible_date(rng, rng.choice(LOCALES)) for _ in range(int(num_examples * impossible_fraction * 1.2)))
+    held_out_impossible = []
+    for text, literal in sorted(impossible.items()):
+        if _held_out(text, 1 / 6, seed + 3):
+            held_out_impossible.append((text, ""))  # what the export must answer
+        else:
+            (splits["validation"] if _held_out(text, 0.2, seed + 4) else splits["train"]).append((text, literal))
     held_out_negatives = []
     for (text, target), folded in zip(negatives, fold([text for text, _ in negatives])):
         if _held_out(folded, 1 / 6, seed + 3):
@@ -343,6 +388,7 @@ def load(num_examples=60000, validation_fraction=0.05, test_size=2500, seed=0, n
     result = {name: columns(split) for name, split in splits.items()}
     held_out = perturbations(*result["test"], seed=seed)
     held_out["non_dates"] = columns(held_out_negatives[:1000])
+    held_out["impossible_dates"] = columns(held_out_impossible[:500])
     sentences = tatoeba_sentences(tatoeba_path, seed=seed) if tatoeba_path else []
     if sentences:
         held_out["non_dates_tatoeba"] = (sentences, [""] * len(sentences))

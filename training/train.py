@@ -339,7 +339,10 @@ def main(argv=None):
 
     kind = "dates" if args.dataset == "dates" else "text"
     samples = SAMPLES[kind]
-    translator = tf_transformer.export.Translator(model, source_tokenizer, target_tokenizer)
+    translator = tf_transformer.export.Translator(
+        model, source_tokenizer, target_tokenizer, max_output_length=config.max_output_length or None,
+        postprocess=dates.valid_date_or_empty if kind == "dates" else None,  # "" for what is not a calendar date
+    )
     evaluation = ExportEvaluation(translator, kind, samples, splits["test"], beam=config.eval_beam_size > 1,
                                   started=started, held_out=splits.get("held_out"))
     path = tf_transformer.export.export(

@@ -91,7 +91,7 @@ def test_assets_and_versions(character_export):
     extra = os.path.join(path, "assets.extra")
     assert sorted(os.listdir(extra)) == sorted(
         ["model.keras", "note.json", "signatures.json", "source_tokenizer.json", "target_tokenizer.json",
-         "tokenizers.json"]
+         "tokenizers.json", "tf_serving_warmup_requests"]
     )
     reloaded = keras.saving.load_model(os.path.join(extra, "model.keras"))
     tokens = {"encoder_tokens": np.array([[5, 6, 7]]), "decoder_tokens": np.array([[1, 5]])}
@@ -162,3 +162,33 @@ def test_character_export_runs_under_the_session_loader(character_export):
     expected = [t.decode() for t in translator.translate(tf.constant(TEXTS))["translation"].numpy()]
     result = evaluate.translate_reloaded(path, {"session_loader": {export.SERVING_KEY: TEXTS}})
     assert result["session_loader"][export.SERVING_KEY] == expected
+
+
+REPLAY_WARMUP_WITHOUT_THE_PACKAGE = """
+import sys
+sys.modules["tf_transformer"] = None
+import json, os, tensorflow as tf
+from tensorflow_serving.apis import prediction_log_pb2
+path = sys.argv[1]
+loaded = tf.saved_model.load(path)
+replayed = []
+for record in tf.data.TFRecordDataset(os.path.join(path, "assets.extra", "tf_serving_warmup_requests")):
+    log = prediction_log_pb2.PredictionLog.FromString(record.numpy())
+    request = log.predict_log.request
+    texts = tf.make_ndarray(request.inputs["text"])
+    out = loaded.signatures[request.model_spec.signature_name](text=tf.constant(texts))["translation"]
+    replayed.append([request.model_spec.signature_name, len(texts), int(out.shape[0])])
+print(json.dumps(replayed))
+"""
+
+
+def test_warmup_records_parse_and_replay_without_the_package(character_export):
+    _, path, _ = character_export
+    result = subprocess.run([sys.executable, "-c", REPLAY_WARMUP_WITHOUT_THE_PACKAGE, path],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-4000:]
+    replayed = json.loads(result.stdout.strip().splitlines()[-1])
+    assert 2 <= len(replayed) <= 1000
+    assert {name for name, _, _ in replayed} == {"serving_default", "beam_search"}
+    assert len({size for _, size, _ in replayed}) >= 2  # requests of different sizes
+    assert all(size == served for _, size, served in replayed)  # one translation per text

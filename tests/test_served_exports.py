@@ -110,3 +110,78 @@ def test_printed_figures_are_the_reloaded_exports(export, request):
     assert json.loads(printed.split(": ", 1)[1]) == evaluation["metrics"]
     # The probe holds the samples and the first test sources, checked equal to the training process's.
     assert evaluation["in_process_probe"]["texts"][: len(evaluation["samples"])] == list(evaluation["samples"])
+
+
+REPLAY_WARMUP = """
+import sys
+sys.modules["tf_transformer"] = None
+sys.modules["training"] = None
+import json, os, tensorflow as tf
+try:
+    import tensorflow_text
+except ImportError:
+    pass
+from tensorflow_serving.apis import prediction_log_pb2
+loaded = tf.saved_model.load(sys.argv[1])
+sizes = []
+for record in tf.data.TFRecordDataset(os.path.join(sys.argv[1], "assets.extra", "tf_serving_warmup_requests")):
+    request = prediction_log_pb2.PredictionLog.FromString(record.numpy()).predict_log.request
+    texts = tf.make_ndarray(request.inputs["text"])
+    out = loaded.signatures[request.model_spec.signature_name](text=tf.constant(texts))["translation"]
+    assert out.shape == (len(texts),)
+    sizes.append(len(texts))
+print(json.dumps(sizes))
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("export", EXPORTS)
+def test_warmup_records_replay_through_the_reloaded_export(export, request):
+    export_dir, _ = request.getfixturevalue(export)
+    result = subprocess.run([sys.executable, "-c", REPLAY_WARMUP, os.path.join(export_dir, "1")],
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-4000:]
+    sizes = json.loads(result.stdout.strip().splitlines()[-1])
+    assert 2 <= len(sizes) <= 1000 and len(set(sizes)) >= 2
+
+
+HOSTILE = """
+import sys
+sys.modules["tf_transformer"] = None
+sys.modules["training"] = None
+import json, tensorflow as tf
+try:
+    import tensorflow_text
+except ImportError:
+    pass
+loaded = tf.saved_model.load(sys.argv[1])
+hostile = [b"\\xff\\xfe25 juin 2009", b"25 juin\\x00 2009", b"x" * 10000, "\U0001F600 25 juin 2009".encode(),
+           "\u0662\u0665 \u064a\u0648\u0646\u064a\u0648 \u05e9\u05dc\u05d5\u05dd".encode(), b"   \\t ", b""]
+result = {}
+for name in ("serving_default", "beam_search"):
+    signature = loaded.signatures[name]
+    alone = signature(text=tf.constant([b"25 juin 2009"]))["translation"].numpy()[0]
+    answers = []
+    for text in hostile:  # beside an ordinary input, which must not change
+        out = signature(text=tf.constant([text, b"25 juin 2009"]))["translation"].numpy()
+        assert out.shape == (2,) and out[1] == alone, (text[:20], out)
+        answers.append(out[0].decode("utf-8"))
+    many = signature(text=tf.constant([b"25 juin 2009"] * 2000))["translation"].numpy()
+    assert many.shape == (2000,) and set(many) == {alone}
+    result[name] = answers
+print(json.dumps(result))
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("export", EXPORTS)
+def test_hostile_inputs_get_one_string_each_and_fail_no_batch(export, request):
+    """Invalid UTF-8, NUL, 10,000 characters, emoji, right-to-left scripts, blanks, a batch of 2,000."""
+    export_dir, _ = request.getfixturevalue(export)
+    result = subprocess.run([sys.executable, "-c", HOSTILE, os.path.join(export_dir, "1")],
+                            capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stderr[-4000:]
+    answers = json.loads(result.stdout.strip().splitlines()[-1])
+    for signature in SIGNATURES:
+        assert len(answers[signature]) == 7
+        assert answers[signature][-2:] == ["", ""]  # blank and empty in, empty out

@@ -124,6 +124,7 @@ def export(
     translator=None,
     check=None,
     description=None,
+    warmup_texts=None,
 ):
     """Writes the model as `export_dir/<next version>/` and returns that path.
 
@@ -141,6 +142,10 @@ def export(
         description: what the model answers (e.g. "" for text that is not a
             date), written with each signature's inputs and outputs to
             `assets.extra/signatures.json`, where clients look it up.
+        warmup_texts: texts for TF Serving's warm-up records
+            (`assets.extra/tf_serving_warmup_requests`, replayed by the server
+            at load so the first request does not pay for initialisation);
+            default: a few generic strings of different lengths.
         check: called with the path of the complete SavedModel before it is
             published (e.g. to reload it in another process and evaluate
             it); returns more extra files (a dict as `extra_files`) or
@@ -158,6 +163,7 @@ def export(
         os.makedirs(extra, exist_ok=True)
         model.save(os.path.join(extra, "model.keras"))
         save_tokenizers(extra, source_tokenizer, target_tokenizer)
+        write_warmup_requests(os.path.join(extra, WARMUP_FILE), warmup_texts, os.path.basename(os.path.normpath(export_dir)))
         _write_json(extra, {"signatures.json": _signature_docs(translator, description), **(extra_files or {})})
         if check is not None:
             _write_json(extra, check(staging) or {})
@@ -171,6 +177,32 @@ def export(
                     raise
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+WARMUP_FILE = "tf_serving_warmup_requests"
+_DEFAULT_WARMUP_TEXTS = ["", "a", "Hello.", "25 septembre 2009", "A longer request of several words, with punctuation."]
+
+
+def write_warmup_requests(path, texts=None, model_name=""):
+    """TF Serving's warm-up file: a TFRecord of `PredictionLog`s for both signatures.
+
+    One request per batch size 1, 2 and all of `texts` (different lengths),
+    for `serving_default` and `beam_search`: a handful of records, far below
+    the 1,000 TF Serving accepts. Built with tensorflow-serving-api's protos.
+    """
+    from tensorflow_serving.apis import model_pb2, predict_pb2, prediction_log_pb2
+
+    texts = list(texts or _DEFAULT_WARMUP_TEXTS)
+    batches = [texts[-1:], texts[:2], texts]
+    with tf.io.TFRecordWriter(path) as writer:
+        for signature in (SERVING_KEY, BEAM_KEY):
+            for batch in batches:
+                request = predict_pb2.PredictRequest(
+                    model_spec=model_pb2.ModelSpec(name=model_name, signature_name=signature),
+                    inputs={"text": tf.make_tensor_proto([t.encode("utf-8") for t in batch], dtype=tf.string)},
+                )
+                log = prediction_log_pb2.PredictionLog(predict_log=prediction_log_pb2.PredictLog(request=request))
+                writer.write(log.SerializeToString())
 
 
 def _signature_docs(translator, description):

@@ -351,6 +351,7 @@ def main(argv=None):
         # Every figure comes from the export reloaded in a fresh process; only the chief's export is kept.
         check=evaluation.check if distributed.is_chief(strategy) else None,
         description=DESCRIPTIONS[kind],
+        warmup_texts=samples,
     )
     metrics = evaluation.metrics
     if multi_worker:  # every worker exported (saving may need them all); only the chief's remains

@@ -192,3 +192,28 @@ def test_warmup_records_parse_and_replay_without_the_package(character_export):
     assert {name for name, _, _ in replayed} == {"serving_default", "beam_search"}
     assert len({size for _, size, _ in replayed}) >= 2  # requests of different sizes
     assert all(size == served for _, size, served in replayed)  # one translation per text
+
+
+CONCURRENT_CALLERS = """
+import sys
+sys.modules["tf_transformer"] = None
+import json, threading, tensorflow as tf
+loaded = tf.saved_model.load(sys.argv[1])
+batches = [[f"{d} septembre 20{d:02d}", "Tuesday, June 25, 2009", "x" * (d * 3)] for d in range(1, 17)]
+expected = {name: [loaded.signatures[name](text=tf.constant(b))["translation"].numpy().tolist() for b in batches]
+            for name in ("serving_default", "beam_search")}
+got = {name: [None] * len(batches) for name in expected}
+def call(name, i):
+    got[name][i] = loaded.signatures[name](text=tf.constant(batches[i]))["translation"].numpy().tolist()
+threads = [threading.Thread(target=call, args=(name, i)) for name in expected for i in range(len(batches))]
+for t in threads: t.start()
+for t in threads: t.join()
+print(json.dumps({name: got[name] == expected[name] for name in expected}))
+"""
+
+
+def test_sixteen_concurrent_callers_get_the_sequential_results(character_export):
+    _, path, _ = character_export
+    result = subprocess.run([sys.executable, "-c", CONCURRENT_CALLERS, path], capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-4000:]
+    assert json.loads(result.stdout.strip().splitlines()[-1]) == {"serving_default": True, "beam_search": True}

@@ -55,15 +55,18 @@ def test_saved_model_cli_run_gives_the_training_process_strings(export, signatur
     assert [t.decode("utf-8") for t in served] == expected[signature]
 
 
-LOAD_WITHOUT_THE_PROJECT = """
+WITHOUT_THE_PROJECT = """
 import sys
 sys.modules["tf_transformer"] = None  # importing the project now fails: the export must not need it
 sys.modules["training"] = None
-import json, tensorflow as tf
+import json, os, tensorflow as tf
 try:
     import tensorflow_text  # subword exports' ops
 except ImportError:
     pass
+"""
+
+LOAD_WITHOUT_THE_PROJECT = WITHOUT_THE_PROJECT + """
 texts = json.loads(sys.stdin.read())
 loaded = tf.saved_model.load(sys.argv[1])
 print(json.dumps({
@@ -112,15 +115,7 @@ def test_printed_figures_are_the_reloaded_exports(export, request):
     assert evaluation["in_process_probe"]["texts"][: len(evaluation["samples"])] == list(evaluation["samples"])
 
 
-REPLAY_WARMUP = """
-import sys
-sys.modules["tf_transformer"] = None
-sys.modules["training"] = None
-import json, os, tensorflow as tf
-try:
-    import tensorflow_text
-except ImportError:
-    pass
+REPLAY_WARMUP = WITHOUT_THE_PROJECT + """
 from tensorflow_serving.apis import prediction_log_pb2
 loaded = tf.saved_model.load(sys.argv[1])
 sizes = []
@@ -145,15 +140,7 @@ def test_warmup_records_replay_through_the_reloaded_export(export, request):
     assert 2 <= len(sizes) <= 1000 and len(set(sizes)) >= 2
 
 
-HOSTILE = """
-import sys
-sys.modules["tf_transformer"] = None
-sys.modules["training"] = None
-import json, tensorflow as tf
-try:
-    import tensorflow_text
-except ImportError:
-    pass
+HOSTILE = WITHOUT_THE_PROJECT + """
 loaded = tf.saved_model.load(sys.argv[1])
 hostile = [b"\\xff\\xfe25 juin 2009", b"25 juin\\x00 2009", b"x" * 10000, "\U0001F600 25 juin 2009".encode(),
            "\u0662\u0665 \u064a\u0648\u0646\u064a\u0648 \u05e9\u05dc\u05d5\u05dd".encode(), b"   \\t ", b""]

@@ -58,10 +58,10 @@ def split_outputs(sets, outputs):
     return result
 
 
-def held_out_sets(sets, outputs):
-    """Per set: exact match and empty answers on dates; the rate of empty answers ("rejected") on non-dates."""
+def held_out_sets(splits):
+    """Per set of `split_outputs`: exact match and empty answers on dates; the rate of empty answers ("rejected") on non-dates."""
     metrics = {}
-    for name, (_, references, hypotheses) in split_outputs(sets, outputs).items():
+    for name, (_, references, hypotheses) in splits.items():
         empty = sum(h == "" for h in hypotheses)
         if all(r == "" for r in references):
             metrics[name] = {"examples": len(references), "rejected": round(empty / max(len(references), 1), 5)}

@@ -189,6 +189,10 @@ def translate_all(translate, texts, batch_size=256):
     return outputs
 
 
+def _examples(sources, references, translations, count):
+    return [{"source": s, "reference": r, "translation": t} for s, r, t in zip(sources, references, translations)][:count]
+
+
 class ExportEvaluation:
     """Held-out figures of an export, taken through the export reloaded in a fresh process.
 
@@ -237,22 +241,17 @@ class ExportEvaluation:
                         "Nothing was published."
                     )
         reloaded = result["saved_model_load"]
-        outputs = reloaded[greedy][n:]
-        self.metrics = evaluate.evaluate(self.kind, outputs[: len(self.test_sources)], self.test_references)
-        if self.held_out:
-            self.metrics["held_out"] = evaluate.held_out_sets(self.held_out, outputs[len(self.test_sources) :])
+        test_outputs = reloaded[greedy][n : n + len(self.test_sources)]
+        held_out = evaluate.split_outputs(self.held_out, reloaded[greedy][n + len(self.test_sources) :])
+        self.metrics = evaluate.evaluate(self.kind, test_outputs, self.test_references)
+        if held_out:
+            self.metrics["held_out"] = evaluate.held_out_sets(held_out)
         if self.beam:
             self.metrics["beam_search"] = evaluate.evaluate(self.kind, reloaded[beam][n:], self.test_references)
         self.metrics["train_seconds"] = round(time.time() - self.started, 1)
         self.sample_outputs = reloaded[greedy][: len(self.samples)]
-        self.held_out_examples = {
-            name: [{"source": s, "reference": r, "translation": h} for s, r, h in zip(sources, references, outputs)][:5]
-            for name, (sources, references, outputs) in evaluate.split_outputs(self.held_out, outputs[len(self.test_sources) :]).items()
-        }
-        examples = [
-            {"source": s, "reference": r, "translation": h}
-            for s, r, h in list(zip(self.test_sources, self.test_references, reloaded[greedy][n:]))[:10]
-        ]
+        examples = _examples(self.test_sources, self.test_references, test_outputs, 10)
+        held_out_examples = {name: _examples(*split, 5) for name, split in held_out.items()}
         return {
             "evaluation.json": {
                 "measured": "through this export reloaded in a fresh process that cannot import tf_transformer "
@@ -260,7 +259,7 @@ class ExportEvaluation:
                 f"same strings on {n} probes with both signatures",
                 "metrics": self.metrics,
                 "test_examples": examples,
-                "held_out_examples": self.held_out_examples,
+                "held_out_examples": held_out_examples,
                 "samples": dict(zip(self.samples, self.sample_outputs)),
                 # The training process's own strings, against which the reloaded export was checked.
                 "in_process_probe": {"texts": self.probe, **self.in_process},

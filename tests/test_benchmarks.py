@@ -102,3 +102,21 @@ def test_profile_variants_times_tiny_variants_with_and_without_xla(tmp_path):
         for result in results.values():
             assert result["step_s"] > 0
             assert result["tokens_per_s"] == pytest.approx(4 * 8 / result["step_s"])
+
+
+@pytest.mark.slow
+def test_serving_benchmark_peer_decodes_the_exports_weights_to_the_same_strings(cli_tsv_export, tmp_path):
+    from conftest import run_module
+
+    output = tmp_path / "serving.json"
+    result = run_module("benchmarks.serving", "--dates", "", "--text", cli_tsv_export[0], "--requests", "4",
+                        "--concurrent-requests", "2", "--seconds", "0.05", "--batch-sizes", "1,8",
+                        "--output", str(output))
+    assert result.returncode == 0, result.stderr[-3000:]
+    measured = json.loads(output.read_text())["exports"]["text"]
+    # The tutorial-style peer reruns the whole model each step, but greedy on the same weights is the same argmax.
+    assert measured["ours_empty"] == 0 and measured["agreement_with_peer"] == 1.0
+    assert set(measured["throughput"]) == {"ours_greedy", "ours_beam", "tutorial_greedy"}
+    assert all(set(by_size) == {"1", "8"} for by_size in measured["throughput"].values())
+    assert measured["concurrent"]["callers"] == 16
+    assert set(measured["ratios"]) == {"greedy_batch_1", "greedy_batch_8", "greedy_p50_latency"}

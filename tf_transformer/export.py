@@ -216,6 +216,7 @@ def _signature_docs(translator, description):
             "outputs": {"translation": "tf.string [None]: one per input, in order"},
             "decoding": decoding,
             "max_input_tokens": translator.max_length,
+            "max_output_tokens": translator.max_output_length,  # start and end included
             "description": description or "",
         }
         for name, decoding in decoding_of.items()

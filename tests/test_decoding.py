@@ -116,7 +116,7 @@ def test_arguments_are_checked(copy_model):
         decoding.greedy_search(model, source, START, END, 17)
     with pytest.raises(ValueError, match="beam_size"):
         decoding.beam_search(model, source, START, END, MAX_LENGTH, beam_size=0)
-    with pytest.raises(ValueError, match="build_transformer"):
+    with pytest.raises(ValueError, match="tf_transformer.Transformer"):
         decoding.greedy_search(keras.Sequential([keras.layers.Dense(2)]), source, START, END, MAX_LENGTH)
 
 

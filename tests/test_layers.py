@@ -151,10 +151,13 @@ def test_decoder_block_cache_equals_full_pass(rng, with_context):
     context = rng.normal(size=(2, 7, 16)).astype("float32") if with_context else None
     context_mask = np.array([[True] * 5 + [False] * 2, [True] * 7]) if with_context else None
     full = numpy(block(x, context, context_padding_mask=context_mask))
-    cache = block.initial_cache(2, 5, context)
+    self_cache, cross_cache = block.initial_cache(2, 5, context)
+    assert (cross_cache is None) == (not with_context)
     for t in range(5):
-        step, cache = block(
-            x[:, t : t + 1], context, context_padding_mask=context_mask, cache=cache, cache_update_index=t
+        # The cross cache stands in for the context, which is not passed.
+        step, self_cache = block(
+            x[:, t : t + 1], context_padding_mask=context_mask, self_attention_cache=self_cache,
+            cross_attention_cache=cross_cache, cache_update_index=t,
         )
         np.testing.assert_allclose(numpy(step)[:, 0], full[:, t], atol=1e-5)
 

@@ -163,3 +163,46 @@ def test_import_does_not_import_tensorflow_modules():
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.stdout.strip() == "False"
     assert hasattr(tf_transformer, "layers")
+
+
+@pytest.mark.parametrize("variant", [{}, {"norm_first": True, "share_embeddings": True, "tie_output_embedding": True}])
+def test_model_config_survives_from_config_and_a_keras_reload_and_decodes_the_same(tmp_path, variant):
+    from tf_transformer import Transformer, decoding
+
+    config = dataclasses.replace(CONFIG, source_vocab_size=50, **variant)
+    model = build_transformer(config)
+    assert isinstance(model, Transformer) and model.config == config
+    rebuilt = Transformer.from_config(model.get_config())
+    assert rebuilt.config == config and rebuilt.count_params() == model.count_params()
+    path = str(tmp_path / "m.keras")
+    model.save(path)
+    reloaded = keras.saving.load_model(path)
+    assert type(reloaded) is Transformer and reloaded.config == config
+    np.testing.assert_array_equal(
+        keras.ops.convert_to_numpy(decoding.greedy_search(reloaded, SOURCE, 1, 2, 10)),
+        keras.ops.convert_to_numpy(decoding.greedy_search(model, SOURCE, 1, 2, 10)),
+    )
+    # `generate` is the same decoding.
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(model.generate(SOURCE, 1, 2, 10)),
+                                  keras.ops.convert_to_numpy(decoding.greedy_search(model, SOURCE, 1, 2, 10)))
+
+
+def test_a_mixed_precision_model_reloads_mixed_whatever_the_global_policy(tmp_path):
+    keras.config.set_dtype_policy("mixed_bfloat16")
+    model = build_transformer(CONFIG)
+    expected = logits(model, SOURCE, TARGET)
+    model.save(tmp_path / "m.keras")
+    keras.config.set_dtype_policy("float32")
+    reloaded = keras.saving.load_model(tmp_path / "m.keras")
+    assert reloaded.policy.name == "mixed_bfloat16" and reloaded.decoder.blocks[0].compute_dtype == "bfloat16"
+    np.testing.assert_array_equal(logits(reloaded, SOURCE, TARGET), expected)
+
+
+def test_decoder_takes_the_encoders_embedding_only_when_it_matches():
+    from tf_transformer.layers import Decoder, Encoder
+
+    encoder = Encoder(1, 16, 2, 32, vocab_size=40, max_length=8)
+    shared = Decoder(1, 16, 2, 32, vocab_size=40, max_length=8, embedding=encoder.embedding)
+    assert shared.embedding is encoder.embedding
+    with pytest.raises(ValueError, match="`embedding` must match"):
+        Decoder(1, 16, 2, 32, vocab_size=41, max_length=8, embedding=encoder.embedding)

@@ -9,9 +9,10 @@ TensorFlow: the layers, the model and the decoding run on any Keras backend;
 import importlib
 
 from tf_transformer import layers, masks, recipe
+from tf_transformer.cache import KVCache
 from tf_transformer.config import TransformerConfig
 from tf_transformer.layers.positional_encoding import positional_encoding
-from tf_transformer.model import attention_weights, build_transformer
+from tf_transformer.model import Transformer, attention_weights, build_transformer
 
 __version__ = "0.1.0"
 
@@ -27,6 +28,8 @@ def __getattr__(name):
 
 
 __all__ = [
+    "KVCache",
+    "Transformer",
     "TransformerConfig",
     "attention_weights",
     "build_transformer",

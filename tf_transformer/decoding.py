@@ -12,24 +12,28 @@ vocabulary size, K beam size.
 
 from keras import ops
 
-from tf_transformer.model import TransformerParts
 from tf_transformer.utils import compiled_by_xla, write_at_index
 
 _NEG_INF = -1e9
 
 
 def _prepare(model, encoder_tokens, max_length):
-    parts = TransformerParts.from_model(model)
-    if not 2 <= max_length <= parts.max_length:
+    for method in ("encode", "initial_cache", "decode_step", "logits"):
+        if not callable(getattr(model, method, None)):
+            raise ValueError(
+                f"`model` must be a `tf_transformer.Transformer` (it has no `{method}` method). "
+                f"Received: {type(model).__name__}"
+            )
+    if not 2 <= max_length <= model.max_length:
         raise ValueError(
             f"`max_length` must be between 2 and the model's max_length "
-            f"{parts.max_length}. Received: max_length={max_length}"
+            f"{model.max_length}. Received: max_length={max_length}"
         )
     encoder_tokens = ops.convert_to_tensor(encoder_tokens, "int32")
     if len(encoder_tokens.shape) != 2:
         raise ValueError(f"`encoder_tokens` must have shape [batch, length]. Received: {encoder_tokens.shape}")
-    context, context_padding_mask, _ = parts.encode(encoder_tokens, training=False)
-    return parts, context, context_padding_mask
+    context, context_padding_mask = model.encode(encoder_tokens, training=False)
+    return context, context_padding_mask
 
 
 def _argmax(logits):
@@ -48,21 +52,21 @@ def _argmax(logits):
     return ops.minimum(ops.min(positions, axis=-1), vocab_size - 1)  # the bound: a NaN row matches nothing
 
 
-def _next_token_logits(parts, tokens, index, cache, context, context_padding_mask, use_cache):
+def _next_token_logits(model, tokens, index, cache, context, context_padding_mask, use_cache):
     """float32 logits `[B, V]` of the token after position `index`, and the new cache.
 
     Padding (id 0) is never generated: its logit is set very low.
     """
     if use_cache:
         current = ops.take_along_axis(tokens, ops.full((ops.shape(tokens)[0], 1), index, "int32"), axis=1)
-        logits, cache = parts.decode_step(current, index, cache, context, context_padding_mask)
+        logits, cache = model.decode_step(current, index, cache, context_padding_mask)
         logits = logits[:, 0]  # [B, V]
     else:
         # The whole buffer, every step: causal attention keeps positions
         # after `index` (still padding) from affecting its logits.
-        hidden, _ = parts.decode(tokens, context, context_padding_mask, training=False)
+        hidden = model.decoder(tokens, context, context_padding_mask=context_padding_mask, training=False)
         logits = ops.take_along_axis(
-            parts.logits(hidden), ops.full((ops.shape(tokens)[0], 1, 1), index, "int32"), axis=1
+            model.logits(hidden), ops.full((ops.shape(tokens)[0], 1, 1), index, "int32"), axis=1
         )[:, 0]
     logits = ops.cast(logits, "float32")
     is_padding = ops.equal(ops.arange(ops.shape(logits)[-1]), 0)
@@ -73,7 +77,7 @@ def greedy_search(model, encoder_tokens, start_id, end_id, max_length, use_cache
     """Translates by taking the most probable token at each step.
 
     Args:
-        model: a model from `build_transformer` (fresh or reloaded).
+        model: a `Transformer` (fresh or reloaded).
         encoder_tokens: int `[B, S]`, 0 = padding.
         start_id: the id every output starts with.
         end_id: the id that ends an output; None never stops early.
@@ -88,20 +92,25 @@ def greedy_search(model, encoder_tokens, start_id, end_id, max_length, use_cache
 
     Example:
 
-    >>> ids = greedy_search(model, source_ids, start_id=1, end_id=2, max_length=32)
+    >>> from tf_transformer import Transformer, TransformerConfig
+    >>> model = Transformer(TransformerConfig.preset("tiny", source_vocab_size=30, target_vocab_size=20))
+    >>> ids = greedy_search(model, np.array([[5, 6, 7, 0]]), start_id=1, end_id=2, max_length=8)
+    >>> ids = keras.ops.convert_to_numpy(ids)
+    >>> bool(ids.shape[1] <= 8 and ids[0, 0] == 1)  # starts with start_id; untrained, so any ids follow
+    True
     """
-    parts, context, context_padding_mask = _prepare(model, encoder_tokens, max_length)
+    context, context_padding_mask = _prepare(model, encoder_tokens, max_length)
     batch_size = ops.shape(context)[0]
     tokens = ops.zeros((batch_size, max_length), "int32")
     tokens = write_at_index(tokens, ops.full((batch_size, 1), start_id, "int32"), 0, axis=-1)
     finished = ops.zeros((batch_size,), "bool")
-    cache = parts.initial_cache(context, max_length) if use_cache else ()
+    cache = model.initial_cache(context, max_length) if use_cache else ()
 
     def cond(index, tokens, finished, cache):
         return ops.logical_and(index < max_length - 1, ops.logical_not(ops.all(finished)))
 
     def body(index, tokens, finished, cache):
-        logits, cache = _next_token_logits(parts, tokens, index, cache, context, context_padding_mask, use_cache)
+        logits, cache = _next_token_logits(model, tokens, index, cache, context, context_padding_mask, use_cache)
         next_token = _argmax(logits)  # no softmax needed for the argmax
         next_token = ops.where(finished, 0, next_token)
         if end_id is not None:
@@ -136,11 +145,20 @@ def beam_search(model, encoder_tokens, start_id, end_id, max_length, beam_size=4
 
     Returns:
         int32 `[B, L]`: the best beam per example, in greedy's format.
+
+    Example:
+
+    >>> from tf_transformer import Transformer, TransformerConfig
+    >>> model = Transformer(TransformerConfig.preset("tiny", source_vocab_size=30, target_vocab_size=20))
+    >>> source = np.array([[5, 6, 7, 0]])
+    >>> one = beam_search(model, source, start_id=1, end_id=2, max_length=8, beam_size=1)
+    >>> bool(np.all(keras.ops.convert_to_numpy(one) == keras.ops.convert_to_numpy(greedy_search(model, source, 1, 2, 8))))
+    True
     """
     alpha = float(length_penalty)
     if beam_size < 1:
         raise ValueError(f"`beam_size` must be at least 1. Received: beam_size={beam_size}")
-    parts, context, context_padding_mask = _prepare(model, encoder_tokens, max_length)
+    context, context_padding_mask = _prepare(model, encoder_tokens, max_length)
     batch_size = ops.shape(context)[0]
     k = beam_size
 
@@ -160,14 +178,14 @@ def beam_search(model, encoder_tokens, start_id, end_id, max_length, beam_size=4
     log_probs = ops.tile(ops.convert_to_tensor([[0.0] + [_NEG_INF] * (k - 1)]), (batch_size, 1))
     finished = ops.zeros((batch_size, k), "bool")
     lengths = ops.zeros((batch_size, k), "int32")
-    cache = parts.initial_cache(context, max_length)
+    cache = model.initial_cache(context, max_length)
 
     def cond(index, tokens, log_probs, finished, lengths, cache):
         return ops.logical_and(index < max_length - 1, ops.logical_not(ops.all(finished)))
 
     def body(index, tokens, log_probs, finished, lengths, cache):
         logits, cache = _next_token_logits(
-            parts, merge(tokens), index, cache, context, context_padding_mask, use_cache=True
+            model, merge(tokens), index, cache, context, context_padding_mask, use_cache=True
         )
         step_log_probs = ops.log_softmax(logits, axis=-1)
         vocab_size = ops.shape(step_log_probs)[-1]
@@ -191,10 +209,8 @@ def beam_search(model, encoder_tokens, start_id, end_id, max_length, beam_size=4
         lengths = ops.where(was_finished, pick(lengths), index + 1)
         finished = ops.logical_or(was_finished, ops.equal(token, end_id)) if end_id is not None else was_finished
         tokens = write_at_index(pick(tokens), token[..., None], index + 1, axis=-1)
-        cache = [
-            {**block_cache, "self": tuple(merge(pick(split(c))) for c in block_cache["self"])}
-            for block_cache in cache
-        ]
+        rows = ops.reshape(ops.arange(batch_size)[:, None] * k + beam, (-1,))  # each new beam's row in [B * K]
+        cache = cache.reorder(rows)
         return index + 1, tokens, log_probs, finished, lengths, cache
 
     _, tokens, log_probs, finished, lengths, _ = ops.while_loop(

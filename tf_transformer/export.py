@@ -24,7 +24,6 @@ import keras
 import tensorflow as tf
 
 from tf_transformer import decoding
-from tf_transformer.model import TransformerParts
 from tf_transformer.tokenizers import END, START, save_tokenizers
 
 SERVING_KEY = "serving_default"
@@ -35,7 +34,7 @@ class Translator(tf.Module):
     """The exported module: tokenizers, model and decoding in one graph.
 
     Args:
-        model: a model from `build_transformer`.
+        model: a `Transformer`.
         source_tokenizer, target_tokenizer: tokenizers from
             `tf_transformer.tokenizers`.
         max_output_length: longest output in tokens (default: the model's).
@@ -53,7 +52,7 @@ class Translator(tf.Module):
         self.model = model
         self.source_tokenizer = source_tokenizer
         self.target_tokenizer = target_tokenizer
-        self.max_length = TransformerParts.from_model(model).max_length
+        self.max_length = model.max_length
         self.max_output_length = min(max_output_length or self.max_length, self.max_length)
         self.beam_size = beam_size
         signature = [tf.TensorSpec([None], tf.string, name="text")]
@@ -129,7 +128,7 @@ def export(
     """Writes the model as `export_dir/<next version>/` and returns that path.
 
     Args:
-        model: a model from `build_transformer`.
+        model: a `Transformer`.
         source_tokenizer, target_tokenizer: tokenizers from
             `tf_transformer.tokenizers`.
         export_dir: the model's directory in TF Serving's layout.

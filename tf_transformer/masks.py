@@ -21,8 +21,8 @@ def padding_mask(tokens, pad_id=0):
 
     Example:
 
-    >>> padding_mask([[5, 7, 0, 0]])
-    ... # [[True, True, False, False]]
+    >>> keras.ops.convert_to_numpy(padding_mask(np.array([[5, 7, 0, 0]]))).tolist()
+    [[True, True, False, False]]
     """
     return ops.not_equal(tokens, pad_id)
 
@@ -37,6 +37,11 @@ def causal_mask(length, key_length=None):
 
     Returns:
         bool tensor `[T, S]`.
+
+    Example:
+
+    >>> keras.ops.convert_to_numpy(causal_mask(3)).astype(int).tolist()
+    [[1, 0, 0], [1, 1, 0], [1, 1, 1]]
     """
     key_length = length if key_length is None else key_length
     rows = ops.expand_dims(ops.arange(length), -1)  # [T, 1]
@@ -73,6 +78,13 @@ def merge_masks(
         `attention_mask` had rank 4), broadcastable to the scores
         `[B, H, T, S]` once a head axis is inserted with
         `expand_mask_for_heads`.
+
+    Example:
+
+    >>> keys = np.array([[True, True, False]])  # the third key is padding
+    >>> mask = merge_masks(3, 3, key_mask=keys, use_causal_mask=True)
+    >>> keras.ops.convert_to_numpy(mask).astype(int).tolist()
+    [[[1, 0, 0], [1, 1, 0], [1, 1, 0]]]
     """
     mask = None
 

@@ -68,8 +68,8 @@ class CharacterTokenizer(tf.Module):
 
     >>> tokenizer = CharacterTokenizer.train(["25 juin 2009", "2009-06-25"])
     >>> ids = tokenizer.tokenize(tf.constant(["25 juin"]))
-    >>> tokenizer.detokenize(ids)
-    <tf.Tensor: ... numpy=array([b'25 juin'], dtype=object)>
+    >>> tokenizer.detokenize(ids).numpy().tolist()
+    [b'25 juin']
     """
 
     kind = "character"

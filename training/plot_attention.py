@@ -33,7 +33,6 @@ def main(argv=None):
 
     import tf_transformer
     from tf_transformer.export import latest_version
-    from tf_transformer.model import TransformerParts
     from tf_transformer.tokenizers import END, START, load_tokenizers
 
     path = latest_version(args.model)
@@ -41,13 +40,12 @@ def main(argv=None):
     model = keras.saving.load_model(os.path.join(extra, "model.keras"))
     source_tokenizer, target_tokenizer = load_tokenizers(extra)
 
-    parts = TransformerParts.from_model(model)
-    source_ids = source_tokenizer.tokenize(tf.constant([args.text])).to_tensor()[:, : parts.max_length]
-    output_ids = tf_transformer.decoding.greedy_search(model, source_ids, START, END, parts.max_length)
+    source_ids = source_tokenizer.tokenize(tf.constant([args.text])).to_tensor()[:, : model.max_length]
+    output_ids = tf_transformer.decoding.greedy_search(model, source_ids, START, END, model.max_length)
     output_ids = np.asarray(output_ids)[0]
     length = int(np.argmax(output_ids == END)) + 1 if END in output_ids else len(output_ids)
     decoder_input = output_ids[None, : length - 1]  # what each row attends from: start, y<1>, …
-    weights = tf_transformer.attention_weights(model, source_ids, decoder_input)["decoder_cross"][args.layer]
+    weights = model.attention_weights(source_ids, decoder_input)["decoder_cross"][args.layer]
     weights = keras.ops.convert_to_numpy(weights)[0]  # [H, T, S]
 
     source_labels = source_tokenizer.id_to_token(np.asarray(source_ids)[0].tolist())
@@ -65,7 +63,7 @@ def main(argv=None):
         axis.set_xticks(range(len(source_labels)), source_labels, fontsize=7, rotation=90)
         axis.set_yticks(range(len(output_labels)), output_labels, fontsize=7)
     translation = target_tokenizer.detokenize(output_ids[None]).numpy()[0].decode("utf-8")
-    layer = args.layer if args.layer >= 0 else len(parts.decoder_blocks) + args.layer
+    layer = args.layer if args.layer >= 0 else len(model.decoder.blocks) + args.layer
     figure.suptitle(f"Cross-attention, decoder layer {layer}: {args.text!r} → {translation!r}\n(rows: output tokens, columns: source tokens)")
     figure.tight_layout()
     figure.savefig(args.output, dpi=120)

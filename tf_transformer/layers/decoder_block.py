@@ -44,23 +44,27 @@ class DecoderBlock(TransformerBlock):
         training: whether dropout is active.
         return_attention_scores: also return `{"self": [B, H, T, T],
             "cross": [B, H, T, S]}` (no "cross" for a decoder-only block).
-        cache: `{"self": (key, value), "cross": (key, value)}` from
-            `initial_cache`; with it `x` holds the tokens at positions
-            `cache_update_index …` (usually one).
+        self_attention_cache: `(key, value)` `[B, H, L, K]`, the
+            self-attention keys and values of the positions decoded so far
+            (from `initial_cache`); with it `x` holds the tokens at positions
+            `cache_update_index …` (usually one), which are written into it.
+        cross_attention_cache: `(key, value)` `[B, H, S, K]`, the context
+            projected once (from `initial_cache`); `context` is then not read.
         cache_update_index: int scalar, the position of `x[:, 0]`.
 
     Returns:
         `[B, T, D]` (carrying `x`'s Keras mask); then the scores if asked
-        for; then the updated cache if one was given.
+        for; then the updated `self_attention_cache` if one was given.
+        (The names are KerasHub's `TransformerDecoder`'s.)
 
     Example:
 
     >>> block = DecoderBlock(d_model=16, num_heads=2, dff=32)
     >>> x = keras.random.normal((2, 5, 16))
     >>> context = keras.random.normal((2, 7, 16))
-    >>> block(x, context).shape
+    >>> tuple(block(x, context).shape)
     (2, 5, 16)
-    >>> DecoderBlock(d_model=16, num_heads=2, dff=32)(x).shape  # decoder-only
+    >>> tuple(DecoderBlock(d_model=16, num_heads=2, dff=32)(x).shape)  # decoder-only
     (2, 5, 16)
     """
 
@@ -93,21 +97,18 @@ class DecoderBlock(TransformerBlock):
             context: `[B, S, D]` encoder output (needed with cross-attention).
 
         Returns:
-            `{"self": (key, value) zeros [B, H, L, K], "cross": (key, value)
-            [B, H, S, K]}` (heads first: see `MultiHeadAttention`'s `cache`).
+            `(self_attention_cache, cross_attention_cache)`: `(key, value)`
+            zeros `[B, H, L, K]`, and `(key, value)` `[B, H, S, K]` (None for
+            a decoder-only block); heads first, see `MultiHeadAttention`'s
+            `cache`.
         """
         shape = (batch_size, self.num_heads, max_length, self.d_model // self.num_heads)
-        cache = {
-            "self": (
-                ops.zeros(shape, dtype=self.compute_dtype),
-                ops.zeros(shape, dtype=self.compute_dtype),
-            )
-        }
-        if self.cross_attention is not None:
-            if context is None:
-                raise ValueError("This block has cross-attention: `initial_cache` needs the `context`.")
-            cache["cross"] = self.cross_attention.compute_cache(ops.cast(context, self.compute_dtype))
-        return cache
+        self_attention_cache = (ops.zeros(shape, dtype=self.compute_dtype), ops.zeros(shape, dtype=self.compute_dtype))
+        if self.cross_attention is None:
+            return self_attention_cache, None
+        if context is None:
+            raise ValueError("This block has cross-attention: `initial_cache` needs the `context`.")
+        return self_attention_cache, self.cross_attention.compute_cache(ops.cast(context, self.compute_dtype))
 
     def call(
         self,
@@ -118,7 +119,8 @@ class DecoderBlock(TransformerBlock):
         attention_mask=None,
         training=None,
         return_attention_scores=False,
-        cache=None,
+        self_attention_cache=None,
+        cross_attention_cache=None,
         cache_update_index=None,
         mask=None,
         x_mask=None,
@@ -128,23 +130,22 @@ class DecoderBlock(TransformerBlock):
         # `x` is the only tensor argument, `x_mask`/`context_mask` otherwise).
         padding_mask = first_given(padding_mask, x_mask, mask)
         context_padding_mask = first_given(context_padding_mask, context_mask)
-        has_context = context is not None or (cache is not None and "cross" in cache)
+        has_context = context is not None or cross_attention_cache is not None
         if has_context and self.cross_attention is None:
             raise ValueError(
                 "This DecoderBlock was built without a context (decoder-only), "
                 "so it has no cross-attention; call it without `context`."
             )
-        if (cache is None) != (cache_update_index is None):
-            raise ValueError("`cache` and `cache_update_index` must be given together.")
-        new_cache = {} if cache is not None else None
-        scores = {}
+        if (self_attention_cache is None) != (cache_update_index is None):
+            raise ValueError("`self_attention_cache` and `cache_update_index` must be given together.")
+        scores, new_cache = {}, {}
 
-        def unpack(result, kind):
+        def unpack(result, kind, cached):
             # MultiHeadAttention returns output[, scores][, cache].
             result = result if isinstance(result, tuple) else (result,)
             if return_attention_scores:
                 scores[kind] = result[1]
-            if cache is not None:
+            if cached:
                 new_cache[kind] = result[-1]
             return result[0], None
 
@@ -158,10 +159,11 @@ class DecoderBlock(TransformerBlock):
                     use_causal_mask=True,
                     return_attention_scores=return_attention_scores,
                     training=training,
-                    cache=None if cache is None else cache["self"],
+                    cache=self_attention_cache,
                     cache_update_index=cache_update_index,
                 ),
                 "self",
+                self_attention_cache is not None,
             )
 
         def cross_attend(h):
@@ -174,9 +176,10 @@ class DecoderBlock(TransformerBlock):
                     value_mask=context_padding_mask,
                     return_attention_scores=return_attention_scores,
                     training=training,
-                    cache=None if cache is None else cache["cross"],
+                    cache=cross_attention_cache,
                 ),
                 "cross",
+                cross_attention_cache is not None,
             )
 
         x, _ = self._residual(x, self.self_attention_norm, self_attend, training)
@@ -187,6 +190,6 @@ class DecoderBlock(TransformerBlock):
         outputs = (x,)
         if return_attention_scores:
             outputs += (scores,)
-        if cache is not None:
-            outputs += (new_cache,)
+        if self_attention_cache is not None:
+            outputs += (new_cache["self"],)
         return outputs[0] if len(outputs) == 1 else outputs

@@ -14,29 +14,6 @@ from tf_transformer.layers.token_and_position_embedding import TokenAndPositionE
 from tf_transformer.utils import check_positive_int, check_rate
 
 
-def run_encoder(embedding, dropout, blocks, final_norm, tokens, training=None, return_attention_scores=False):
-    """The encoder's computation, shared by `Encoder` and `build_transformer`.
-
-    Works on eager tensors and on symbolic `KerasTensor`s alike, so the
-    functional model and the layer run exactly the same code.
-
-    Returns:
-        `(output [B, S, D], padding_mask [B, S], scores)`, `scores` a list of
-        `[B, H, S, S]` per block (empty unless asked for).
-    """
-    padding_mask = masks.padding_mask(tokens)
-    x = dropout(embedding(tokens), training=training)  # the paper drops out embeddings + PE
-    scores = []
-    for block in blocks:
-        x = block(x, padding_mask=padding_mask, training=training, return_attention_scores=return_attention_scores)
-        if return_attention_scores:
-            x, block_scores = x
-            scores.append(block_scores)
-    if final_norm is not None:  # pre-LN stacks end with a norm
-        x = final_norm(x)
-    return x, padding_mask, scores
-
-
 @keras.saving.register_keras_serializable(package="tf_transformer")
 class Encoder(keras.layers.Layer):
     """The Transformer encoder (the paper's left half), as built in the course.
@@ -67,11 +44,9 @@ class Encoder(keras.layers.Layer):
 
     >>> encoder = Encoder(num_layers=2, d_model=16, num_heads=2, dff=32,
     ...                   vocab_size=100, max_length=10)
-    >>> encoder(np.array([[3, 9, 4, 0]])).shape
+    >>> tuple(encoder(np.array([[3, 9, 4, 0]])).shape)
     (1, 4, 16)
     """
-
-    block_class = EncoderBlock
 
     def __init__(
         self,
@@ -109,7 +84,7 @@ class Encoder(keras.layers.Layer):
         )
         self.embedding_dropout = Dropout(self.dropout, dtype=self.dtype_policy)
         self.blocks = [
-            self.block_class(**self.block_config, dtype=self.dtype_policy, name=f"block_{i}")
+            EncoderBlock(**self.block_config, dtype=self.dtype_policy, name=f"block_{i}")
             for i in range(self.num_layers)
         ]
         self.final_norm = (
@@ -119,24 +94,24 @@ class Encoder(keras.layers.Layer):
         )
 
     def build(self, tokens_shape):
-        self._build_stack(tokens_shape)
-
-    def _build_stack(self, tokens_shape, context_shape=None):
         self.embedding.build(tokens_shape)
         x_shape = tuple(tokens_shape) + (self.block_config["d_model"],)
         for block in self.blocks:
-            if context_shape is None:
-                block.build(x_shape)
-            else:
-                block.build(x_shape, context_shape)
+            block.build(x_shape)
         if self.final_norm is not None:
             self.final_norm.build(x_shape)
 
     def call(self, tokens, training=None, return_attention_scores=False):
-        x, _, scores = run_encoder(
-            self.embedding, self.embedding_dropout, self.blocks, self.final_norm,
-            tokens, training, return_attention_scores,
-        )
+        padding_mask = masks.padding_mask(tokens)
+        x = self.embedding_dropout(self.embedding(tokens), training=training)  # the paper drops out embeddings + PE
+        scores = []
+        for block in self.blocks:
+            x = block(x, padding_mask=padding_mask, training=training, return_attention_scores=return_attention_scores)
+            if return_attention_scores:
+                x, block_scores = x
+                scores.append(block_scores)
+        if self.final_norm is not None:  # pre-LN stacks end with a norm
+            x = self.final_norm(x)
         return (x, scores) if return_attention_scores else x
 
     def compute_mask(self, tokens, mask=None):

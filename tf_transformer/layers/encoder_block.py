@@ -44,9 +44,10 @@ class EncoderBlock(TransformerBlock):
 
     Example:
 
+    >>> from tf_transformer.layers import TokenAndPositionEmbedding
     >>> tokens = np.array([[4, 8, 15, 0]])
     >>> x = TokenAndPositionEmbedding(100, 16, max_length=8)(tokens)
-    >>> EncoderBlock(d_model=16, num_heads=2, dff=32)(x).shape
+    >>> tuple(EncoderBlock(d_model=16, num_heads=2, dff=32)(x).shape)
     (1, 4, 16)
     """
 

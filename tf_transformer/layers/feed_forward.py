@@ -35,7 +35,7 @@ class FeedForward(keras.layers.Layer):
     Example:
 
     >>> ffn = FeedForward(d_model=16, dff=64)
-    >>> ffn(keras.ops.ones((2, 5, 16))).shape
+    >>> tuple(ffn(keras.ops.ones((2, 5, 16))).shape)
     (2, 5, 16)
     """
 

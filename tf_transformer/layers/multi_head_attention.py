@@ -98,7 +98,7 @@ class MultiHeadAttention(keras.layers.Layer):
     >>> x = keras.random.normal((3, 5, 8))
     >>> context = keras.random.normal((3, 7, 8))
     >>> out, scores = mha(x, context, return_attention_scores=True)
-    >>> out.shape, scores.shape
+    >>> tuple(out.shape), tuple(scores.shape)
     ((3, 5, 8), (3, 2, 5, 7))
     """
 

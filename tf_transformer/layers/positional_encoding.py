@@ -27,7 +27,7 @@ def positional_encoding(length, depth):
     Example:
 
     >>> table = positional_encoding(50, 16)
-    >>> table.shape
+    >>> tuple(table.shape)
     (50, 16)
     """
     check_positive_int("length", length)
@@ -68,7 +68,7 @@ class PositionalEncoding(keras.layers.Layer):
     Example:
 
     >>> layer = PositionalEncoding(max_length=64)
-    >>> layer(keras.ops.zeros((2, 10, 16))).shape
+    >>> tuple(layer(keras.ops.zeros((2, 10, 16))).shape)
     (2, 10, 16)
     """
 

@@ -65,7 +65,7 @@ def scaled_dot_product_attention(query, key, value, mask=None):
     >>> q = keras.random.normal((2, 3, 8))
     >>> k = v = keras.random.normal((2, 5, 8))
     >>> out, w = scaled_dot_product_attention(q, k, v)
-    >>> out.shape, w.shape
+    >>> tuple(out.shape), tuple(w.shape)
     ((2, 3, 8), (2, 3, 5))
     """
     if len(query.shape) < 2 or len(query.shape) != len(key.shape):

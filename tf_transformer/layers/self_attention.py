@@ -44,7 +44,7 @@ class SelfAttention(keras.layers.Layer):
 
     >>> attention = SelfAttention(key_dim=8)
     >>> out, weights = attention(keras.random.normal((2, 6, 16)), return_attention_scores=True)
-    >>> out.shape, weights.shape
+    >>> tuple(out.shape), tuple(weights.shape)
     ((2, 6, 8), (2, 6, 6))
     """
 

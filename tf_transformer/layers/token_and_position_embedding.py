@@ -58,7 +58,7 @@ class TokenAndPositionEmbedding(keras.layers.Layer):
 
     >>> embed = TokenAndPositionEmbedding(vocab_size=100, d_model=16, max_length=32)
     >>> x = embed(np.array([[5, 9, 2, 0, 0]]))
-    >>> x.shape
+    >>> tuple(x.shape)
     (1, 5, 16)
     """
 

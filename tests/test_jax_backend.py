@@ -26,3 +26,27 @@ print("jax ok", losses[0], losses[-1])
 
 def test_trains_and_runs_on_jax():
     run_on_jax(JAX_SCRIPT, "jax ok")
+
+
+WITHOUT_TENSORFLOW = """
+import sys
+sys.modules["tensorflow"] = None  # `import tensorflow` now fails, as on a machine with JAX only
+import numpy as np, keras
+from tf_transformer import *  # noqa: F403
+import tf_transformer as tt
+assert "tensorflow" not in [m for m in sys.modules if sys.modules[m] is not None]
+config = tt.TransformerConfig.preset("tiny", source_vocab_size=20, target_vocab_size=20)
+model = tt.Transformer(config)
+model.compile(optimizer="adam", loss=tt.recipe.MaskedSparseCategoricalCrossentropy())
+source = np.array([[3, 4, 5, 0], [6, 7, 0, 0]], "int32")
+target = np.array([[1, 5, 4, 3, 2], [1, 7, 6, 2, 0]], "int32")
+model.fit({"encoder_tokens": source, "decoder_tokens": target[:, :-1]}, target[:, 1:], epochs=1, verbose=0)
+ids = keras.ops.convert_to_numpy(model.generate(source, start_id=1, end_id=2, max_length=6))
+beam = keras.ops.convert_to_numpy(model.generate(source, start_id=1, end_id=2, max_length=6, beam_size=2))
+assert ids.shape[0] == beam.shape[0] == 2 and (ids[:, 0] == 1).all()
+print("no tensorflow ok")
+"""
+
+
+def test_the_package_imports_fits_and_decodes_with_jax_and_no_tensorflow():
+    run_on_jax(WITHOUT_TENSORFLOW, "no tensorflow ok")

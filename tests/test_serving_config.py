@@ -50,7 +50,7 @@ def test_cli_writes_both_files_for_two_exports(cli_dates_export, cli_tsv_export,
     assert [(m.name, m.base_path) for m in models] == [("dates", "/models/dates"), ("fr-en", "/models/fr-en")]
     assert all(m.model_platform == "tensorflow" and m.model_version_policy.latest.num_versions == 1 for m in models)
     batching = text_format.Parse((tmp_path / "batching_parameters.txt").read_text(),
-                                 serving_config.batching_parameters_class())
+                                 serving_config.batching_parameters_class()())
     sizes = list(batching.allowed_batch_sizes)
     # TF Serving's rules: increasing, the last equal to max_batch_size.
     assert sizes == sorted(set(sizes)) and sizes[-1] == batching.max_batch_size.value <= 8

@@ -38,5 +38,4 @@ __all__ = [
     "recipe",
     "positional_encoding",
     "decoding",
-    "export",
-]
+]  # not `export`: it needs TensorFlow, and `from tf_transformer import *` must work without it

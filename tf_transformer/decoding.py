@@ -12,6 +12,7 @@ vocabulary size, K beam size.
 
 from keras import ops
 
+from tf_transformer.special_tokens import PAD
 from tf_transformer.utils import compiled_by_xla, write_at_index
 
 _NEG_INF = -1e9
@@ -69,7 +70,7 @@ def _next_token_logits(model, tokens, index, cache, context, context_padding_mas
             model.logits(hidden), ops.full((ops.shape(tokens)[0], 1, 1), index, "int32"), axis=1
         )[:, 0]
     logits = ops.cast(logits, "float32")
-    is_padding = ops.equal(ops.arange(ops.shape(logits)[-1]), 0)
+    is_padding = ops.equal(ops.arange(ops.shape(logits)[-1]), PAD)
     return ops.where(is_padding, _NEG_INF, logits), cache
 
 
@@ -112,7 +113,7 @@ def greedy_search(model, encoder_tokens, start_id, end_id, max_length, use_cache
     def body(index, tokens, finished, cache):
         logits, cache = _next_token_logits(model, tokens, index, cache, context, context_padding_mask, use_cache)
         next_token = _argmax(logits)  # no softmax needed for the argmax
-        next_token = ops.where(finished, 0, next_token)
+        next_token = ops.where(finished, PAD, next_token)
         if end_id is not None:
             finished = ops.logical_or(finished, ops.equal(next_token, end_id))
         return index + 1, write_at_index(tokens, next_token[:, None], index + 1, axis=-1), finished, cache
@@ -191,7 +192,7 @@ def beam_search(model, encoder_tokens, start_id, end_id, max_length, beam_size=4
         vocab_size = ops.shape(step_log_probs)[-1]
         step_log_probs = split(step_log_probs)  # [B, K, V]
         # A finished beam may only be extended by padding, at no cost.
-        only_padding = ops.where(ops.equal(ops.arange(vocab_size), 0), 0.0, _NEG_INF)
+        only_padding = ops.where(ops.equal(ops.arange(vocab_size), PAD), 0.0, _NEG_INF)
         step_log_probs = ops.where(finished[..., None], only_padding, step_log_probs)
         candidates = log_probs[..., None] + step_log_probs  # [B, K, V]
         candidate_lengths = ops.where(finished, lengths, index + 1)  # [B, K]

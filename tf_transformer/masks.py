@@ -8,8 +8,10 @@ We use the notation B batch, T query (target) length, S key (source) length.
 
 from keras import ops
 
+from tf_transformer.special_tokens import PAD
 
-def padding_mask(tokens, pad_id=0):
+
+def padding_mask(tokens, pad_id=PAD):
     """True on real tokens, False on padding.
 
     Args:

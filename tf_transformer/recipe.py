@@ -10,6 +10,8 @@ We use the notation B batch, T target length, V target vocabulary size.
 import keras
 from keras import ops
 
+from tf_transformer.special_tokens import PAD
+
 
 @keras.saving.register_keras_serializable(package="tf_transformer")
 class WarmupSchedule(keras.optimizers.schedules.LearningRateSchedule):
@@ -93,7 +95,7 @@ class MaskedSparseCategoricalCrossentropy(keras.losses.Loss):
     True
     """
 
-    def __init__(self, label_smoothing=0.1, pad_id=0, name="masked_sparse_categorical_crossentropy", **kwargs):
+    def __init__(self, label_smoothing=0.1, pad_id=PAD, name="masked_sparse_categorical_crossentropy", **kwargs):
         # "sum" of per-token losses that are already divided by the token count.
         kwargs["reduction"] = "sum"
         super().__init__(name=name, **kwargs)
@@ -121,7 +123,7 @@ class MaskedSparseCategoricalCrossentropy(keras.losses.Loss):
         return cls(**config)
 
 
-def masked_hits(y_true, y_pred, pad_id=0, sample_weight=None):
+def masked_hits(y_true, y_pred, pad_id=PAD, sample_weight=None):
     """`(correct, total)`: argmax hits and the count of real (non-padding) labels, float32 scalars."""
     labels = ops.cast(y_true, "int32")
     predictions = ops.cast(ops.argmax(y_pred, axis=-1), "int32")
@@ -144,7 +146,7 @@ class MaskedAccuracy(keras.metrics.Metric):
     0.5
     """
 
-    def __init__(self, pad_id=0, name="masked_accuracy", **kwargs):
+    def __init__(self, pad_id=PAD, name="masked_accuracy", **kwargs):
         super().__init__(name=name, **kwargs)
         self.pad_id = int(pad_id)
         self.correct = self.add_variable(shape=(), initializer="zeros", name="correct")

@@ -23,8 +23,7 @@ import zlib
 
 import tensorflow as tf
 
-PAD, START, END, UNK = 0, 1, 2, 3
-NUM_RESERVED = 4
+from tf_transformer.special_tokens import END, NUM_RESERVED, PAD, START, UNK  # noqa: F401  re-exported
 _UNKNOWN_CHARACTER = "\ufffd"
 
 

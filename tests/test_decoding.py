@@ -152,7 +152,7 @@ def test_decoding_under_mixed_precision():
 
 
 def test_compiled_argmax_is_the_first_index_of_the_maximum(rng):
-    from tf_transformer.decoding import _argmax
+    from tf_transformer.fast_paths import argmax as _argmax
 
     logits = rng.normal(size=(16, 50)).astype("float32")
     logits[3, [7, 20]] = 10.0  # a tie: the first index wins, as with argmax
@@ -169,7 +169,7 @@ def test_compiled_argmax_is_the_first_index_of_the_maximum(rng):
 def test_write_at_index_writes_the_same_with_core_ops_and_under_xla(rng, axis, length):
     # One position with a one-hot `where` (core ops, for TF Serving without
     # XLA) or, under XLA and for longer updates, `slice_update` in place.
-    from tf_transformer.utils import write_at_index
+    from tf_transformer.fast_paths import write_at_index
 
     buffer = rng.normal(size=(2, 5, 3)).astype("float32")
     update_shape = list(buffer.shape)

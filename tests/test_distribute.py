@@ -18,7 +18,7 @@ cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
 import keras, numpy as np
 import tf_transformer as tt
-from tf_transformer import recipe
+from tf_transformer import losses, metrics
 
 rng = np.random.default_rng(0)
 source = rng.integers(3, 20, size=(64, 6)).astype("int32")
@@ -38,10 +38,10 @@ def train(strategy):
         # moves by up to a learning rate either way, and the comparison would
         # measure that noise (6e-4 on one FFN weight); SGD also catches a
         # gradient summed or averaged wrongly across replicas, which Adam's
-        # scale invariance would hide. The recipe's optimizer runs distributed
+        # scale invariance would hide. The paper's optimizer runs distributed
         # in the two-worker test below.
-        model.compile(keras.optimizers.SGD(0.5), recipe.MaskedSparseCategoricalCrossentropy(),
-                      metrics=[recipe.MaskedAccuracy()])
+        model.compile(keras.optimizers.SGD(0.5), losses.MaskedSparseCategoricalCrossentropy(),
+                      metrics=[metrics.MaskedAccuracy()])
     history = model.fit(data, epochs=4, verbose=0, shuffle=False)
     return history.history["loss"], [w.numpy() for w in model.weights if not w.path.endswith("key_bias")]
 
@@ -225,7 +225,7 @@ import json
 import jax, keras, numpy as np
 assert keras.backend.backend() == "jax" and len(jax.devices()) == 2, jax.devices()
 import tf_transformer as tt
-from tf_transformer import recipe
+from tf_transformer import losses, metrics
 
 rng = np.random.default_rng(0)
 source = rng.integers(3, 20, size=(64, 6)).astype("int32")
@@ -239,7 +239,7 @@ def train(distribution):
     model = tt.build_transformer(config)
     # SGD: Adam (eps 1e-9) would turn the round-off of gradients that are
     # zero in exact arithmetic into full steps, and compare noise.
-    model.compile(keras.optimizers.SGD(0.5), recipe.MaskedSparseCategoricalCrossentropy())
+    model.compile(keras.optimizers.SGD(0.5), losses.MaskedSparseCategoricalCrossentropy())
     history = model.fit(x, y, batch_size=16, epochs=4, verbose=0, shuffle=False)
     devices = len(model.weights[0].value.sharding.device_set)
     return history.history["loss"], [np.asarray(w.value) for w in model.weights if not w.path.endswith("key_bias")], devices

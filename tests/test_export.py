@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tf_transformer import TransformerConfig, build_transformer, export, recipe
+from tf_transformer import TransformerConfig, build_transformer, export, losses, schedules
 from tf_transformer.tokenizers import CharacterTokenizer, SentencePieceTokenizer
 
 TEXTS = ["25 septembre 2009", "Tuesday, June 25, 2009", "2009-06-25", "3 de abril de 1975"]
@@ -24,7 +24,7 @@ def tiny_trained_model(source_tokenizer, target_tokenizer):
         target_vocab_size=target_tokenizer.vocab_size, max_length=32,
     )
     model = build_transformer(config)
-    model.compile(recipe.paper_optimizer(config.d_model, 10), recipe.MaskedSparseCategoricalCrossentropy())
+    model.compile(schedules.paper_optimizer(config.d_model, 10), losses.MaskedSparseCategoricalCrossentropy())
     source = source_tokenizer.tokenize(tf.constant(TEXTS)).to_tensor()
     target = np.pad(np.array([[1, 5, 6, 7, 2]] * len(TEXTS), "int32"), ((0, 0), (0, 1)))
     model.fit({"encoder_tokens": source, "decoder_tokens": target[:, :-1]}, target[:, 1:], epochs=2, verbose=0)

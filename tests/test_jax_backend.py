@@ -37,7 +37,7 @@ import tf_transformer as tt
 assert "tensorflow" not in [m for m in sys.modules if sys.modules[m] is not None]
 config = tt.TransformerConfig.preset("tiny", source_vocab_size=20, target_vocab_size=20)
 model = tt.Transformer(config)
-model.compile(optimizer="adam", loss=tt.recipe.MaskedSparseCategoricalCrossentropy())
+model.compile(optimizer="adam", loss=tt.losses.MaskedSparseCategoricalCrossentropy())
 source = np.array([[3, 4, 5, 0], [6, 7, 0, 0]], "int32")
 target = np.array([[1, 5, 4, 3, 2], [1, 7, 6, 2, 0]], "int32")
 model.fit({"encoder_tokens": source, "decoder_tokens": target[:, :-1]}, target[:, 1:], epochs=1, verbose=0)

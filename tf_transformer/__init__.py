@@ -8,7 +8,7 @@ TensorFlow: the layers, the model and the decoding run on any Keras backend;
 
 import importlib
 
-from tf_transformer import layers, masks, recipe
+from tf_transformer import layers, losses, masks, metrics, schedules
 from tf_transformer.cache import KVCache
 from tf_transformer.config import TransformerConfig
 from tf_transformer.layers.positional_encoding import positional_encoding
@@ -35,7 +35,9 @@ __all__ = [
     "build_transformer",
     "layers",
     "masks",
-    "recipe",
+    "losses",
+    "metrics",
+    "schedules",
     "positional_encoding",
     "decoding",
 ]  # not `export`: it needs TensorFlow, and `from tf_transformer import *` must work without it

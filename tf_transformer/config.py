@@ -3,7 +3,7 @@
 import dataclasses
 import numbers
 
-from tf_transformer.utils import check_positive_int, check_rate
+from tf_transformer.checks import check_positive_int, check_rate
 
 
 @dataclasses.dataclass(frozen=True)

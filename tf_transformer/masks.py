@@ -29,13 +29,16 @@ def padding_mask(tokens, pad_id=PAD):
     return ops.not_equal(tokens, pad_id)
 
 
-def causal_mask(length, key_length=None):
+def causal_mask(length, key_length=None, offset=0):
     """Lower-triangular mask: position t may attend to positions <= t.
 
     Args:
         length: query length T.
         key_length: key length S (defaults to T). Rows are aligned at the top
             left, as in `keras.layers.MultiHeadAttention(use_causal_mask=True)`.
+        offset: the position of the first query (an int or int scalar
+            tensor): with a key/value cache, query t of a step sits at
+            `offset + t` and attends to keys <= `offset + t`.
 
     Returns:
         bool tensor `[T, S]`.
@@ -46,7 +49,7 @@ def causal_mask(length, key_length=None):
     [[1, 0, 0], [1, 1, 0], [1, 1, 1]]
     """
     key_length = length if key_length is None else key_length
-    rows = ops.expand_dims(ops.arange(length), -1)  # [T, 1]
+    rows = ops.expand_dims(ops.arange(length), -1) + offset  # [T, 1]
     cols = ops.expand_dims(ops.arange(key_length), 0)  # [1, S]
     return ops.greater_equal(rows, cols)
 
@@ -58,6 +61,7 @@ def merge_masks(
     key_mask=None,
     attention_mask=None,
     use_causal_mask=False,
+    causal_offset=0,
 ):
     """Merges every kind of mask into one attention mask (logical AND).
 
@@ -68,11 +72,17 @@ def merge_masks(
         query_length: T, a Python int or a scalar tensor.
         key_length: S.
         query_mask: bool or 0/1 `[B, T]`, False on padded queries (their rows
-            are then fully masked: their attention output is zero).
+            are then fully masked: on the einsum path of `MultiHeadAttention`
+            their output is exactly zero; on its fused path,
+            `ops.dot_product_attention`, it is what the backend's kernel
+            gives a fully masked row, typically the mean of the values.
+            Either way nothing downstream reads a padded position).
         key_mask: bool or 0/1 `[B, S]`, False on padded keys/values.
         attention_mask: bool or 0/1 of rank 2 `[T, S]`, 3 `[B, T, S]` or
             4 `[B, H, T, S]`.
         use_causal_mask: AND a lower-triangular `[T, S]` mask.
+        causal_offset: the causal mask's `offset` (a cached decoding step's
+            position).
 
     Returns:
         None when no mask was given; otherwise a bool tensor of rank 3
@@ -111,9 +121,22 @@ def merge_masks(
         key_mask = ops.expand_dims(ops.cast(key_mask, "bool"), -2)  # [B, 1, S]
         mask = _and(mask, _match_rank(key_mask, mask))
     if use_causal_mask:
-        causal = ops.expand_dims(causal_mask(query_length, key_length), 0)
+        causal = ops.expand_dims(causal_mask(query_length, key_length, causal_offset), 0)
         mask = _and(mask, _match_rank(causal, mask))  # [1, T, S]
     return mask
+
+
+def both(first, second):
+    """The AND of two optional masks (None: no constraint), as bool; e.g. a value mask and a key mask.
+
+    Example:
+
+    >>> keras.ops.convert_to_numpy(both(np.array([True, True, False]), np.array([True, False, True]))).tolist()
+    [True, False, False]
+    """
+    if first is None or second is None:
+        return second if first is None else ops.cast(first, "bool")
+    return ops.logical_and(ops.cast(first, "bool"), ops.cast(second, "bool"))
 
 
 def expand_mask_for_heads(mask):

@@ -27,7 +27,7 @@ class Transformer(keras.Model):
     Inputs: a dict with int32 `encoder_tokens` `[B, S]` and `decoder_tokens`
     `[B, T]` (0 = padding). Output: logits `[B, T, target_vocab_size]` in the
     compute dtype (bfloat16 under `mixed_bfloat16`: take the softmax in
-    float32, as `recipe`'s loss and `decoding` do). Functional inputs are cast
+    float32, as `losses` and `decoding` do). Functional inputs are cast
     to int32, so float ids are not caught here; see
     `TokenAndPositionEmbedding` for the checks on ids and lengths.
 

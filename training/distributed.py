@@ -6,7 +6,7 @@ since TensorFlow 2.16: per-replica values reach the symbolic build, then the
 reduction of the scalar logs fails; reproduced with two localhost workers).
 `fit` is kept for every other strategy. This loop does fit's job with the
 same parts: the compiled model, its loss, optimizer (learning-rate schedule
-included) and `recipe.masked_hits` (MaskedAccuracy's count), the same input
+included) and `metrics.masked_hits` (MaskedAccuracy's count), the same input
 pipeline, the same `Epoch N/M` progress lines, best weights on `val_loss`,
 early stopping, TensorBoard scalars, and `tf.train.CheckpointManager` in
 place of `BackupAndRestore`.
@@ -28,7 +28,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tf_transformer import recipe
+from tf_transformer import metrics
 
 
 def make_strategy():
@@ -168,11 +168,11 @@ def fit(model, strategy, make_dataset, *, epochs, steps_per_epoch, validation_st
             logits = model(x, training=True)
             loss = loss_fn(y, logits)  # already divided by the real tokens of all replicas
             scaled = optimizer.scale_loss(loss) if hasattr(optimizer, "scale_loss") else loss
-        return loss, tape.gradient(scaled, model.trainable_variables), recipe.masked_hits(y, logits)
+        return loss, tape.gradient(scaled, model.trainable_variables), metrics.masked_hits(y, logits)
 
     def evaluate(x, y):
         logits = model(x, training=False)
-        return loss_fn(y, logits), recipe.masked_hits(y, logits)
+        return loss_fn(y, logits), metrics.masked_hits(y, logits)
 
     if jit_compile:
         # XLA compiles each replica's forward and backward; the all-reduce

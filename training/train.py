@@ -21,7 +21,7 @@ import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 import tf_transformer  # noqa: E402
-from tf_transformer import recipe  # noqa: E402
+from tf_transformer import losses, metrics, schedules  # noqa: E402
 from tf_transformer.tokenizers import CharacterTokenizer, SentencePieceTokenizer, load_tokenizers, save_tokenizers  # noqa: E402
 from training import callbacks as callbacks_lib  # noqa: E402
 from training import dates, distributed, evaluate, pipeline, tsv  # noqa: E402
@@ -314,9 +314,9 @@ def main(argv=None):
     with strategy.scope():
         model = tf_transformer.build_transformer(model_config)
         model.compile(
-            optimizer=recipe.paper_optimizer(model_config.d_model, config.warmup_steps, config.learning_rate_scale),
-            loss=recipe.MaskedSparseCategoricalCrossentropy(label_smoothing=config.label_smoothing),
-            metrics=[recipe.MaskedAccuracy()],
+            optimizer=schedules.paper_optimizer(model_config.d_model, config.warmup_steps, config.learning_rate_scale),
+            loss=losses.MaskedSparseCategoricalCrossentropy(label_smoothing=config.label_smoothing),
+            metrics=[metrics.MaskedAccuracy()],
             jit_compile=args.jit_compile,
         )
     print(f"Model: {model.count_params():,} parameters ({model_config}); work dir {work_dir}", flush=True)

@@ -11,7 +11,7 @@ from tf_transformer.layers.dropout import Dropout
 from tf_transformer.layers.encoder_block import EncoderBlock
 from tf_transformer.layers.layer_normalization import LayerNormalization
 from tf_transformer.layers.token_and_position_embedding import TokenAndPositionEmbedding
-from tf_transformer.utils import check_positive_int, check_rate
+from tf_transformer.checks import check_positive_int, check_rate
 
 
 @keras.saving.register_keras_serializable(package="tf_transformer")

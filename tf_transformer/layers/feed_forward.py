@@ -7,7 +7,7 @@ F inner width (dff).
 import keras
 
 from tf_transformer.layers.dropout import Dropout
-from tf_transformer.utils import check_positive_int, check_rate
+from tf_transformer.checks import check_positive_int, check_rate
 
 
 @keras.saving.register_keras_serializable(package="tf_transformer")

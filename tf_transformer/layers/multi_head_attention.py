@@ -12,7 +12,8 @@ from keras import ops
 from tf_transformer import masks
 from tf_transformer.layers.dropout import Dropout
 from tf_transformer.layers.scaled_dot_product_attention import masked_softmax
-from tf_transformer.utils import check_positive_int, check_rate, write_at_index
+from tf_transformer.checks import check_positive_int, check_rate
+from tf_transformer.fast_paths import write_at_index
 
 
 @keras.saving.register_keras_serializable(package="tf_transformer")
@@ -31,9 +32,17 @@ class MultiHeadAttention(keras.layers.Layer):
     on `[B, T, D]` inputs (no `attention_axes`, LoRA or quantisation): the
     same constructor and call arguments, the same mask semantics and the same
     weight layout, so `layer.set_weights(keras_mha.get_weights())` gives the
-    same outputs. Unlike Keras's layer it returns scores of shape
-    `[B, H, T, S]` from its symbolic call too when `T != S`, and keeps the
-    softmax in float32 under mixed precision.
+    same outputs. Where it differs from Keras's layer:
+
+    * inputs must be `[B, T, D]` (no `attention_axes`), and there is no
+      LoRA, quantisation or `_build_from_signature`;
+    * the softmax is taken in float32 under mixed precision;
+    * scores are `[B, H, T, S]` from the symbolic call too when `T != S`;
+    * a key/value cache (`cache`, `cache_update_index`) for decoding;
+    * `flash_attention` per layer (Keras: only the global switch);
+    * padded query rows: exactly zero output on the einsum path (scores
+      asked for, attention dropout, cached steps), the backend's value for a
+      fully masked row on the fused path.
 
     It also carries the key/value cache used for incremental decoding (the
     `cache` and `cache_update_index` arguments, named as KerasHub's; our
@@ -245,10 +254,7 @@ class MultiHeadAttention(keras.layers.Layer):
         cache_update_index=None,
     ):
         key = value if key is None else key
-        if value_mask is not None and key_mask is not None:
-            value_mask = ops.logical_and(ops.cast(value_mask, "bool"), ops.cast(key_mask, "bool"))
-        elif value_mask is None:
-            value_mask = key_mask
+        value_mask = masks.both(value_mask, key_mask)  # Keras's rule: a position is a key only if both allow it
 
         query_projected = self._project(query, self.query_kernel, self.query_bias)  # [B, T, H, K]
         if cache is None:
@@ -263,16 +269,6 @@ class MultiHeadAttention(keras.layers.Layer):
 
         query_length = ops.shape(query_projected)[1]
         key_length = ops.shape(key_projected)[1 if cache is None else 2]
-        if cache_update_index is not None and use_causal_mask:
-            # With a cache, query t sits at position index + t.
-            causal = ops.less_equal(
-                ops.arange(key_length)[None, :],
-                ops.arange(query_length)[:, None] + cache_update_index,
-            )  # [T, L]
-            attention_mask = causal if attention_mask is None else ops.logical_and(
-                ops.cast(attention_mask, "bool"), causal
-            )
-            use_causal_mask = False
         mask = masks.merge_masks(
             query_length,
             key_length,
@@ -280,6 +276,7 @@ class MultiHeadAttention(keras.layers.Layer):
             key_mask=value_mask,
             attention_mask=attention_mask,
             use_causal_mask=use_causal_mask,
+            causal_offset=0 if cache_update_index is None else cache_update_index,  # query t sits at index + t
         )
         output, scores = self._attend(
             query_projected, key_projected, value_projected,

@@ -6,7 +6,7 @@ We use the notation B batch, T sequence length, D model width (d_model).
 import keras
 from keras import ops
 
-from tf_transformer.utils import check_positive_int
+from tf_transformer.checks import check_positive_int
 
 
 def positional_encoding(length, depth):
@@ -99,9 +99,12 @@ class PositionalEncoding(keras.layers.Layer):
 def check_length(inputs, max_length):
     """Returns the length (axis 1) of `inputs`, raising if it exceeds `max_length`.
 
-    The check runs whenever the length is known: always for a static shape,
-    and at run time otherwise (slicing the table to a length it does not
-    have would fail later with a shape error instead).
+    The check runs only when the length is static (eager calls, and
+    symbolic shapes with a known length). With a dynamic length (inside a
+    `tf.function` or `jax.jit` traced with an unknown length) nothing is
+    checked here: on TensorFlow the table's slice then fails with a shape
+    error at run time, under XLA it may clamp silently; the export
+    truncates its inputs to `max_length` for that reason.
     """
     length = inputs.shape[1]
     if not isinstance(length, int):  # unknown, or symbolic under JAX tracing

@@ -9,7 +9,7 @@ from keras import ops
 
 from tf_transformer import masks
 from tf_transformer.layers.scaled_dot_product_attention import scaled_dot_product_attention
-from tf_transformer.utils import check_positive_int
+from tf_transformer.checks import check_positive_int
 
 
 @keras.saving.register_keras_serializable(package="tf_transformer")

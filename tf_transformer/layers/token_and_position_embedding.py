@@ -10,7 +10,7 @@ import keras
 from keras import ops
 
 from tf_transformer.layers.positional_encoding import PositionalEncoding
-from tf_transformer.utils import check_positive_int, concrete_value
+from tf_transformer.checks import check_positive_int, concrete_value
 
 
 @keras.saving.register_keras_serializable(package="tf_transformer")

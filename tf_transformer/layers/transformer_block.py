@@ -9,7 +9,7 @@ from tf_transformer.layers.dropout import Dropout
 from tf_transformer.layers.feed_forward import FeedForward
 from tf_transformer.layers.layer_normalization import LayerNormalization
 from tf_transformer.layers.multi_head_attention import MultiHeadAttention
-from tf_transformer.utils import check_positive_int, check_rate
+from tf_transformer.checks import check_positive_int, check_rate
 
 
 class TransformerBlock(keras.layers.Layer):

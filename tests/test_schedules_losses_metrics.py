@@ -6,11 +6,11 @@ import pytest
 
 from layer_test_helper import run_on_jax
 
-from tf_transformer import recipe
+from tf_transformer import losses, metrics, schedules
 
 
 def test_schedule_matches_the_formula():
-    schedule = recipe.WarmupSchedule(d_model=512, warmup_steps=4000)
+    schedule = schedules.WarmupSchedule(d_model=512, warmup_steps=4000)
     for step in (0, 1, 100, 3999, 4000, 10000, 100000):
         s = step + 1  # the optimizer's iteration 0 is step 1
         expected = 512**-0.5 * min(s**-0.5, s * 4000**-1.5)
@@ -20,7 +20,7 @@ def test_schedule_matches_the_formula():
     revived = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(schedule))
     assert float(revived(1234)) == float(schedule(1234))
     with pytest.raises(ValueError, match="positive"):
-        recipe.WarmupSchedule(0)
+        schedules.WarmupSchedule(0)
 
 
 def test_label_smoothing_against_hand_computation():
@@ -29,11 +29,11 @@ def test_label_smoothing_against_hand_computation():
     log_probs = logits[0, 0] - np.log(np.exp(logits[0, 0]).sum())
     epsilon = 0.1
     expected = -(1 - epsilon) * log_probs[1] - epsilon / 4 * log_probs.sum()
-    loss = recipe.MaskedSparseCategoricalCrossentropy(label_smoothing=epsilon)
+    loss = losses.MaskedSparseCategoricalCrossentropy(label_smoothing=epsilon)
     np.testing.assert_allclose(float(loss(labels, logits)), expected, rtol=1e-6)
     plain = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
     np.testing.assert_allclose(
-        float(recipe.MaskedSparseCategoricalCrossentropy(label_smoothing=0.0)(labels, logits)),
+        float(losses.MaskedSparseCategoricalCrossentropy(label_smoothing=0.0)(labels, logits)),
         float(plain(labels, logits)), rtol=1e-6,
     )
 
@@ -41,7 +41,7 @@ def test_label_smoothing_against_hand_computation():
 def test_padding_changes_nothing(rng):
     logits = rng.normal(size=(2, 3, 7)).astype("float32")
     labels = np.array([[4, 5, 6], [2, 3, 0]])
-    loss = recipe.MaskedSparseCategoricalCrossentropy()
+    loss = losses.MaskedSparseCategoricalCrossentropy()
     reference = float(loss(labels, logits))
     # More padding, with any logits under it: same loss (not diluted, not changed).
     padded_logits = np.concatenate([logits, rng.normal(size=(2, 4, 7)).astype("float32") * 50], axis=1)
@@ -49,7 +49,7 @@ def test_padding_changes_nothing(rng):
     np.testing.assert_allclose(float(loss(padded_labels, padded_logits)), reference, rtol=1e-6)
     # It is the mean over the 5 real tokens.
     per_token = [
-        float(recipe.MaskedSparseCategoricalCrossentropy()(labels[b : b + 1, t : t + 1], logits[b : b + 1, t : t + 1]))
+        float(losses.MaskedSparseCategoricalCrossentropy()(labels[b : b + 1, t : t + 1], logits[b : b + 1, t : t + 1]))
         for b, t in [(0, 0), (0, 1), (0, 2), (1, 0), (1, 1)]
     ]
     np.testing.assert_allclose(reference, np.mean(per_token), rtol=1e-5)
@@ -59,7 +59,7 @@ def test_padding_changes_nothing(rng):
 
 
 def test_masked_accuracy_ignores_padding():
-    metric = recipe.MaskedAccuracy()
+    metric = metrics.MaskedAccuracy()
     labels = np.array([[1, 2, 0, 0]])
     logits = np.eye(4, dtype="float32")[[[1, 3, 0, 0]]]  # predicts 1, 3, 0, 0
     metric.update_state(labels, logits)
@@ -71,11 +71,11 @@ def test_masked_accuracy_ignores_padding():
 JAX_RECIPE = """
 import numpy as np, keras
 import tf_transformer as tt
-from tf_transformer import recipe
+from tf_transformer import losses, metrics, schedules
 keras.utils.set_random_seed(0)
 model = tt.build_transformer(tt.TransformerConfig.preset("tiny", source_vocab_size=20, target_vocab_size=20, d_model=32, dff=64))
-model.compile(optimizer=recipe.paper_optimizer(32, warmup_steps=20),
-              loss=recipe.MaskedSparseCategoricalCrossentropy(), metrics=[recipe.MaskedAccuracy()])
+model.compile(optimizer=schedules.paper_optimizer(32, warmup_steps=20),
+              loss=losses.MaskedSparseCategoricalCrossentropy(), metrics=[metrics.MaskedAccuracy()])
 rng = np.random.default_rng(0)
 source = rng.integers(3, 20, size=(64, 6)).astype("int32")
 target = np.concatenate([np.ones((64, 1), "int32"), source, np.full((64, 1), 2, "int32")], axis=1)

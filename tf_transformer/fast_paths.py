@@ -1,0 +1,119 @@
+"""Every fast path that depends on the backend or on XLA, each with the reason it exists.
+
+One home, so that a reader sees in one place where the code takes a different
+form than the obvious one, and why:
+
+* `compiled_by_xla`: whether the current call is traced for XLA; the other
+  paths choose their form with it.
+* `write_at_index`: the key/value cache and decoding buffers written in
+  place under XLA (`slice_update`), with a one-hot `where` otherwise, so an
+  exported SavedModel needs only core TensorFlow ops (TF Serving builds
+  without XLA lack `XlaDynamicUpdateSlice`).
+* `argmax`: decoding's argmax as two plain reductions under XLA, whose own
+  argmax runs as a scalar loop on a CPU.
+* `random_bits`: dropout masks from a keyed integer hash under XLA, where the
+  backend's random generator runs as a serial loop on a CPU (`layers.Dropout`).
+"""
+
+import keras
+import numpy as np
+from keras import ops
+
+
+def compiled_by_xla():
+    """Whether the current call is being traced for XLA.
+
+    True on JAX (`jax.jit` is how JAX runs a model; eager JAX runs op by op
+    anyway) and inside TensorFlow functions with `jit_compile=True`; False
+    in TensorFlow's graph and eager modes and on torch. Code that has a
+    faster form under XLA (fused integer ops, in-place `slice_update`) and a
+    form built from core ops (TF Serving builds without XLA) picks with it.
+    """
+    backend = keras.backend.backend()
+    if backend == "jax":
+        return True
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        # The check TensorFlow's own losses use; should a later version drop
+        # it, everything takes its XLA-free form rather than fail.
+        enclosing_xla_context = getattr(getattr(tf, "__internal__", None), "get_enclosing_xla_context", None)
+        return enclosing_xla_context is not None and enclosing_xla_context() is not None
+    return False
+
+
+def write_at_index(buffer, update, index, axis):
+    """`buffer` with `update` written at position `index` along `axis`.
+
+    `update` has `buffer`'s shape except along `axis`, where it is 1 or
+    longer. Under XLA with `slice_update`, which XLA does in place: O(update)
+    per write. Otherwise a single position is written with a one-hot
+    `where`, which reads and writes the whole buffer but lowers to core
+    TensorFlow ops (an exported model then runs on a TF Serving build
+    without XLA, where `slice_update`'s XlaDynamicUpdateSlice is missing);
+    longer updates use `slice_update`.
+    """
+    rank = len(buffer.shape)
+    axis = axis % rank
+    update = ops.cast(update, buffer.dtype)
+    if update.shape[axis] == 1 and not compiled_by_xla():
+        here = ops.equal(ops.arange(ops.shape(buffer)[axis]), index)
+        here = ops.reshape(here, tuple(-1 if a == axis else 1 for a in range(rank)))
+        return ops.where(here, update, buffer)
+    zero = ops.zeros((), "int32")
+    start = [ops.cast(index, "int32") if a == axis else zero for a in range(rank)]
+    return ops.slice_update(buffer, start, update)
+
+
+def argmax(logits):
+    """`argmax` over the last axis of `[B, V]`: the first index of the maximum, int32.
+
+    XLA lowers `argmax` to a reduction over (value, index) pairs that runs
+    as a scalar loop on a CPU (207 µs for [32, 8000], 12 % of a decoding
+    step's thread time); a max, then the smallest index that reaches it, is two plain
+    reductions (73 µs). Without XLA, TensorFlow's own ArgMax kernel is faster.
+    """
+    if not compiled_by_xla():
+        return ops.cast(ops.argmax(logits, axis=-1), "int32")
+    vocab_size = ops.shape(logits)[-1]
+    top = ops.max(logits, axis=-1, keepdims=True)
+    positions = ops.where(ops.equal(logits, top), ops.arange(vocab_size, dtype="int32"), vocab_size)
+    return ops.minimum(ops.min(positions, axis=-1), vocab_size - 1)  # the bound: a NaN row matches nothing
+
+
+# lowbias32, an integer hash by C. Wellons (github.com/skeeto/hash-prospector):
+# xor-shift / multiply rounds with a measured bias of 0.17, i.e. flipping any
+# input bit flips each output bit with probability within 0.2 % of 1/2.
+_MULTIPLIERS = (np.uint32(0x7FEB352D), np.uint32(0x846CA68B))
+_GOLDEN = np.uint32(0x9E3779B9)  # 2^32 / golden ratio: spreads consecutive seeds apart
+
+
+def _mix(h):
+    h = ops.bitwise_xor(h, ops.right_shift(h, np.uint32(16)))
+    h = ops.multiply(h, _MULTIPLIERS[0])
+    h = ops.bitwise_xor(h, ops.right_shift(h, np.uint32(15)))
+    h = ops.multiply(h, _MULTIPLIERS[1])
+    return ops.bitwise_xor(h, ops.right_shift(h, np.uint32(16)))
+
+
+def random_bits(shape, seed):
+    """Uniform uint32 bits of `shape`: a keyed hash of each element's index.
+
+    `seed` is a Keras seed, `[2]` integers (`SeedGenerator.next()`): the
+    layer's seed and the count of draws so far. Two rounds of `_mix` keyed by
+    both make the bits of different draws and positions independent for
+    dropout's purposes (tests/test_dropout.py measures rate, correlation
+    between neighbours and between draws). Not for cryptography.
+    """
+    seed = ops.cast(seed, "uint32")
+    key = _mix(ops.add(_mix(seed[0]), ops.multiply(seed[1], _GOLDEN)))
+    size = 1
+    for dim in shape:  # ints, or scalar tensors for dimensions known only at run time
+        size = size * dim
+    index = ops.cast(ops.reshape(ops.arange(size, dtype="int32"), shape), "uint32")
+    return _mix(ops.add(_mix(ops.bitwise_xor(index, key)), key))
+
+
+def int32_indexable(shape):
+    """Whether every element has an int32 index (unknown dimensions: assumed)."""
+    return int(np.prod([dim or 1 for dim in shape], dtype=np.float64)) < 2**31

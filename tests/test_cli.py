@@ -129,3 +129,22 @@ def test_default_job_reaches_its_score(tmp_path):
     result = run("training.translate", "--model", export_dir, "25 septembre 2009", "Tuesday, June 25, 2009",
                  "25 SEPTEMBRE 2009", "2009/09/25", "xxxxxxxxxxxx", "31 février 2009", timeout=300)
     assert result.stdout.splitlines() == ["2009-09-25", "2009-06-25", "2009-09-25", "2009-09-25", "", ""]
+
+
+def test_train_and_evaluate_refuses_an_unknown_option_before_any_work():
+    from training.train import train_and_evaluate
+
+    with pytest.raises(TypeError, match="epoch"):
+        train_and_evaluate(epoch=3)  # the flag is --epochs
+
+
+@pytest.mark.slow
+def test_train_and_evaluate_is_the_command_without_its_flags(tmp_path):
+    from training.train import train_and_evaluate
+
+    result = train_and_evaluate(preset="tiny", epochs=1, train_size=300, export_dir=str(tmp_path / "dates"))
+    assert result["export"] == str(tmp_path / "dates" / "1")
+    assert os.path.exists(os.path.join(result["export"], "saved_model.pb"))
+    with open(os.path.join(result["export"], "assets.extra", "evaluation.json"), encoding="utf-8") as file:
+        assert json.load(file)["metrics"] == result["metrics"]  # the figures of the reloaded export
+    assert result["metrics"]["examples"] == 2500

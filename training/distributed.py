@@ -108,27 +108,14 @@ def _checkpoint_paths(directory):
 
 
 def restore(checkpoint, directory, log=print):
-    """Restores the newest readable checkpoint in `directory`; returns its path or None.
+    """Restores the newest readable checkpoint in `directory` (`callbacks.restore_newest_readable`'s rule); its path or None."""
+    from training.callbacks import restore_newest_readable
 
-    A checkpoint that cannot be read (truncated or corrupted by a crash
-    mid-write) is reported by file name and the previous one is tried.
-    """
-    paths = _checkpoint_paths(directory)
-    for newest_first, path in enumerate(reversed(paths)):
-        try:
-            checkpoint.restore(path).assert_existing_objects_matched()
-            return path
-        except (tf.errors.OpError, ValueError, AssertionError, IndexError, OSError) as error:
-            problem = f"{type(error).__name__}: {error}".splitlines()[0]
-            older = paths[-newest_first - 2] if newest_first + 1 < len(paths) else None
-            if older is None:
-                raise RuntimeError(
-                    f"The training checkpoint {path} cannot be read ({problem}) and there is no previous "
-                    f"checkpoint to fall back to. Delete {directory} to start over."
-                ) from None
-            log(f"Warning: the training checkpoint {path} cannot be read ({problem}); resuming from the "
-                f"previous checkpoint {older}.")
-    return None
+    newest_first = list(reversed(_checkpoint_paths(directory)))
+    return restore_newest_readable(
+        newest_first, lambda path: checkpoint.restore(path).assert_existing_objects_matched(), directory,
+        "checkpoint", log,
+    )
 
 
 def fit(model, strategy, make_dataset, *, epochs, steps_per_epoch, validation_steps, work_dir,
@@ -202,10 +189,17 @@ def fit(model, strategy, make_dataset, *, epochs, steps_per_epoch, validation_st
     train_step = distributed(train_replica, train.element_spec)
     validation_step = distributed(validation_replica, validation.element_spec)
     train_iterator, validation_iterator = iter(train), iter(validation)
-    writer = tf.summary.create_file_writer(write_path(os.path.join(work_dir, "logs"), strategy))
+    # The TensorBoard logs come from Keras's own callback, as under `fit` (train/ and validation/ runs).
+    # Checkpoints, the best weights and early stopping stay in this loop: their state must be
+    # in the checkpoint (Keras's callbacks keep it in Python) and written by every worker.
+    callbacks = keras.callbacks.CallbackList(
+        [keras.callbacks.TensorBoard(write_path(os.path.join(work_dir, "logs"), strategy))], model=model
+    )
+    callbacks.on_train_begin()
     history = {"loss": [], "masked_accuracy": [], "val_loss": [], "val_masked_accuracy": []}
 
     for index in range(int(epoch.numpy()), epochs):
+        callbacks.on_epoch_begin(index)
         log(f"Epoch {index + 1}/{epochs}")
         progress = keras.utils.Progbar(steps_per_epoch, stateful_metrics=["loss", "masked_accuracy"])
         totals = np.zeros(3)
@@ -222,10 +216,7 @@ def fit(model, strategy, make_dataset, *, epochs, steps_per_epoch, validation_st
         progress.update(steps_per_epoch, list(logs.items()), finalize=True)
         for key, value in logs.items():
             history[key].append(value)
-        with writer.as_default(step=index + 1):
-            for key, value in logs.items():
-                tf.summary.scalar(f"epoch_{key}", value)
-        writer.flush()
+        callbacks.on_epoch_end(index, logs)
 
         improved = logs["val_loss"] < float(best.numpy())
         if improved:
@@ -244,7 +235,7 @@ def fit(model, strategy, make_dataset, *, epochs, steps_per_epoch, validation_st
             log(f"Early stopping: val_loss has not improved for {early_stopping_patience} epochs")
             break
 
-    writer.close()
+    callbacks.on_train_end()
     if best_weights:
         path = write_path(best_weights, strategy)
         if os.path.exists(path):

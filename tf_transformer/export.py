@@ -24,7 +24,8 @@ import keras
 import tensorflow as tf
 
 from tf_transformer import decoding
-from tf_transformer.tokenizers import END, START, save_tokenizers
+from tf_transformer.special_tokens import END, PAD, START
+from tf_transformer.tokenizers import save_tokenizers
 
 SERVING_KEY = "serving_default"
 BEAM_KEY = "beam_search"
@@ -61,7 +62,7 @@ class Translator(tf.Module):
 
     def _encode(self, text):
         ids = self.source_tokenizer.tokenize(text)[:, : self.max_length]  # truncate long inputs
-        dense = ids.to_tensor(default_value=0)  # [B, S]
+        dense = ids.to_tensor(default_value=PAD)  # [B, S]
         # At least one position, so a batch of empty strings still has a shape.
         return tf.pad(dense, [[0, 0], [0, tf.maximum(1 - tf.shape(dense)[1], 0)]])
 

@@ -150,6 +150,24 @@ def export(
             published (e.g. to reload it in another process and evaluate
             it); returns more extra files (a dict as `extra_files`) or
             raises, and then nothing is published.
+
+    Example (a tiny untrained model; its translations are arbitrary, their shape is not):
+
+    >>> import tempfile
+    >>> from tf_transformer import Transformer, TransformerConfig
+    >>> from tf_transformer.tokenizers import CharacterTokenizer
+    >>> source, target = CharacterTokenizer.train(["25 juin 2009"]), CharacterTokenizer.train(["2009-06-25"])
+    >>> model = Transformer(TransformerConfig.preset(
+    ...     "tiny", source_vocab_size=source.vocab_size, target_vocab_size=target.vocab_size, max_length=16))
+    >>> export_dir = tempfile.mkdtemp()
+    >>> path = export(model, source, target, export_dir)
+    >>> path == latest_version(export_dir) == f"{export_dir}/1", next_version(export_dir)
+    (True, 2)
+    >>> served = tf.saved_model.load(path).signatures["serving_default"]
+    >>> served(text=tf.constant(["25 juin 2009", ""]))["translation"].shape.as_list()
+    [2]
+    >>> non_core_ops(path)  # a stock TF Serving binary runs it
+    {'custom': [], 'xla': []}
     """
     if keras.backend.backend() != "tensorflow":
         raise RuntimeError("Exporting a SavedModel needs the TensorFlow backend (KERAS_BACKEND=tensorflow).")

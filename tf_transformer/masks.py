@@ -140,7 +140,13 @@ def both(first, second):
 
 
 def expand_mask_for_heads(mask):
-    """`[B, T, S]` → `[B, 1, T, S]`; a rank-4 mask is returned unchanged."""
+    """`[B, T, S]` → `[B, 1, T, S]`; a rank-4 mask is returned unchanged.
+
+    Example:
+
+    >>> tuple(expand_mask_for_heads(np.ones((2, 3, 5), bool)).shape)
+    (2, 1, 3, 5)
+    """
     if mask is None or len(mask.shape) == 4:
         return mask
     return ops.expand_dims(mask, 1)

@@ -201,7 +201,15 @@ def build_transformer(config=None):
 
 
 def attention_weights(model, encoder_tokens, decoder_tokens):
-    """`model.attention_weights(encoder_tokens, decoder_tokens)` (kept for callers of the function)."""
+    """`model.attention_weights(encoder_tokens, decoder_tokens)` (kept for callers of the function).
+
+    Example:
+
+    >>> model = Transformer(TransformerConfig.preset("tiny", source_vocab_size=30, target_vocab_size=20))
+    >>> weights = attention_weights(model, np.array([[5, 6, 7, 0]]), np.array([[1, 8, 9]]))
+    >>> [tuple(w.shape) for w in weights["decoder_cross"]]  # per block: [B, H, T, S]
+    [(1, 4, 3, 4), (1, 4, 3, 4)]
+    """
     return model.attention_weights(encoder_tokens, decoder_tokens)
 
 

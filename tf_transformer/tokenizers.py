@@ -139,6 +139,14 @@ class SentencePieceTokenizer(tf.Module):
     Args:
         model_proto: the serialized SentencePiece model (bytes), trained with
             pad/start/end/unknown at ids 0/1/2/3 (as `train` does).
+
+    Example:
+
+    >>> texts = ["Je t'aime.", "Où est la gare ?", "Il fait beau aujourd'hui.", "Nous avons besoin d'aide."] * 20
+    >>> tokenizer = SentencePieceTokenizer.train(texts, vocab_size=300)  # 256 byte pieces: any string encodes
+    >>> ids = tokenizer.tokenize(tf.constant(["Où est la gare ?"]))
+    >>> tokenizer.detokenize(ids).numpy().tolist()
+    [b'O\xc3\xb9 est la gare ?']
     """
 
     kind = "sentencepiece"
@@ -209,7 +217,17 @@ _KINDS = {"character": (CharacterTokenizer, "json"), "sentencepiece": (SentenceP
 
 
 def save_tokenizers(directory, source, target):
-    """Writes both tokenizers and an index `tokenizers.json` into `directory`."""
+    """Writes both tokenizers and an index `tokenizers.json` into `directory`.
+
+    Example:
+
+    >>> import tempfile
+    >>> source, target = CharacterTokenizer.train(["25 juin 2009"]), CharacterTokenizer.train(["2009-06-25"])
+    >>> directory = tempfile.mkdtemp()
+    >>> save_tokenizers(directory, source, target)
+    >>> [t.vocab_size for t in load_tokenizers(directory)] == [source.vocab_size, target.vocab_size]
+    True
+    """
     os.makedirs(directory, exist_ok=True)
     index = {}
     for role, tokenizer in (("source", source), ("target", target)):

@@ -49,6 +49,13 @@ class KVCache(NamedTuple):
         Only the self-attention part depends on what was decoded; the
         cross-attention part is the same for every beam of an example and
         is kept as it is.
+
+        Example:
+
+        >>> rows = np.arange(3, dtype="float32").reshape(3, 1, 1, 1)  # one value per row
+        >>> cache = KVCache(self_attention=((rows, rows),), cross_attention=((rows, rows),))
+        >>> keras.ops.convert_to_numpy(cache.reorder(np.array([2, 2, 0])).self_attention[0][0]).ravel().tolist()
+        [2.0, 2.0, 0.0]
         """
         return KVCache(
             tuple(tuple(ops.take(part, indices, axis=0) for part in key_value) for key_value in self.self_attention),

@@ -44,6 +44,18 @@ class Translator(tf.Module):
             `(text [B], translation [B]) → translation [B]`, traced into both
             signatures: a check the translations must pass (e.g. that the
             dates model's output is a real calendar date, else "").
+
+    Example (what `export` writes; here called in process):
+
+    >>> from tf_transformer import Transformer, TransformerConfig
+    >>> from tf_transformer.tokenizers import CharacterTokenizer
+    >>> source, target = CharacterTokenizer.train(["25 juin 2009"]), CharacterTokenizer.train(["2009-06-25"])
+    >>> model = Transformer(TransformerConfig.preset(
+    ...     "tiny", source_vocab_size=source.vocab_size, target_vocab_size=target.vocab_size, max_length=16))
+    >>> translator = Translator(model, source, target, max_output_length=12)
+    >>> outputs = translator.translate(tf.constant(["25 juin 2009", "   "]))["translation"].numpy()
+    >>> len(outputs), outputs[1]  # one string per input; blank in, blank out
+    (2, b'')
     """
 
     def __init__(self, model, source_tokenizer, target_tokenizer, max_output_length=None, beam_size=4,
@@ -207,6 +219,17 @@ def write_warmup_requests(path, texts=None, model_name=""):
     One request per batch size 1, 2 and all of `texts` (different lengths),
     for `serving_default` and `beam_search`: a handful of records, far below
     the 1,000 TF Serving accepts. Built with tensorflow-serving-api's protos.
+
+    Example:
+
+    >>> import os, tempfile
+    >>> from tensorflow_serving.apis import prediction_log_pb2
+    >>> path = os.path.join(tempfile.mkdtemp(), WARMUP_FILE)
+    >>> write_warmup_requests(path, ["25 juin 2009", "Je t'aime.", "a"], "dates")
+    >>> logs = [prediction_log_pb2.PredictionLog.FromString(r.numpy()) for r in tf.data.TFRecordDataset(path)]
+    >>> [(log.predict_log.request.model_spec.signature_name, len(log.predict_log.request.inputs["text"].string_val))
+    ...  for log in logs]
+    [('serving_default', 1), ('serving_default', 2), ('serving_default', 3), ('beam_search', 1), ('beam_search', 2), ('beam_search', 3)]
     """
     from tensorflow_serving.apis import model_pb2, predict_pb2, prediction_log_pb2
 
@@ -258,7 +281,18 @@ def latest_version(export_dir):
 
 
 def graph_ops(saved_model_dir):
-    """Every op type used by a SavedModel's graphs and functions."""
+    """Every op type used by a SavedModel's graphs and functions.
+
+    Example:
+
+    >>> import tempfile
+    >>> module = tf.Module()
+    >>> module.double = tf.function(lambda x: 2 * x, input_signature=[tf.TensorSpec([None], tf.float32)])
+    >>> directory = tempfile.mkdtemp()
+    >>> tf.saved_model.save(module, directory)
+    >>> "Mul" in graph_ops(directory)
+    True
+    """
     from tensorflow.core.protobuf import saved_model_pb2
 
     proto = saved_model_pb2.SavedModel()

@@ -10,7 +10,14 @@ from tf_transformer.special_tokens import PAD
 
 
 def masked_hits(y_true, y_pred, pad_id=PAD, sample_weight=None):
-    """`(correct, total)`: argmax hits and the count of real (non-padding) labels, float32 scalars."""
+    """`(correct, total)`: argmax hits and the count of real (non-padding) labels, float32 scalars.
+
+    Example:
+
+    >>> correct, total = masked_hits(np.array([[2, 1, 0]]), np.eye(3)[[[2, 2, 0]]])  # label 0 is padding
+    >>> float(correct), float(total)
+    (1.0, 2.0)
+    """
     labels = ops.cast(y_true, "int32")
     predictions = ops.cast(ops.argmax(y_pred, axis=-1), "int32")
     weight = ops.cast(ops.not_equal(labels, pad_id), "float32")

@@ -144,6 +144,13 @@ class Transformer(keras.Model):
 
         Greedy search for `beam_size=1`, else beam search (`decoding`);
         `max_length` defaults to the model's.
+
+        Example:
+
+        >>> model = Transformer(TransformerConfig.preset("tiny", source_vocab_size=30, target_vocab_size=20))
+        >>> ids = keras.ops.convert_to_numpy(model.generate(np.array([[5, 6, 7, 0]]), 1, 2, max_length=8, beam_size=2))
+        >>> ids.shape[0], int(ids[0, 0])  # one output per source, starting with start_id
+        (1, 1)
         """
         from tf_transformer import decoding
 

@@ -49,7 +49,14 @@ class WarmupSchedule(keras.optimizers.schedules.LearningRateSchedule):
 
 
 def paper_optimizer(d_model, warmup_steps=4000, scale=1.0):
-    """Adam with β1 = 0.9, β2 = 0.98, ε = 1e-9 and the warm-up schedule."""
+    """Adam with β1 = 0.9, β2 = 0.98, ε = 1e-9 and the warm-up schedule.
+
+    Example:
+
+    >>> optimizer = paper_optimizer(d_model=512)
+    >>> float(optimizer.beta_2), float(optimizer.epsilon)
+    (0.98, 1e-09)
+    """
     return keras.optimizers.Adam(
         WarmupSchedule(d_model, warmup_steps, scale), beta_1=0.9, beta_2=0.98, epsilon=1e-9
     )

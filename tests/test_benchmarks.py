@@ -129,3 +129,23 @@ def test_serving_benchmark_peer_decodes_the_exports_weights_to_the_same_strings(
     assert all(set(by_size) == {"1", "8"} for by_size in measured["throughput"].values())
     assert measured["concurrent"]["callers"] == 16
     assert set(measured["ratios"]) == {"greedy_batch_1", "greedy_batch_8", "greedy_p50_latency"}
+
+
+def test_input_pipeline_counts_real_target_tokens_and_padding(tmp_path):
+    from benchmarks import input_pipeline
+
+    # 640 pairs whose targets are all "a b" (reversed: the second column is the source):
+    # the same labels for every pair (the pieces of "a b", then end), whatever the sources' lengths.
+    lines = [f"a b\t{'mot ' * (1 + i % 3)}fin {i}" for i in range(640)]
+    (tmp_path / "pairs.tsv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    output = tmp_path / "ip.json"
+    input_pipeline.main(["--tsv", str(tmp_path / "pairs.tsv"), "--dates", "0", "--epochs", "1",
+                         "--vocab-size", "300", "--output", str(output)])
+    measured = json.loads(output.read_text())["sentencepiece"]
+    batch_size = input_pipeline.CONFIGS["tsv"].batch_size
+    assert measured["batches"] > 0
+    per_pair, remainder = divmod(measured["real_target_tokens"], measured["batches"] * batch_size)
+    assert remainder == 0 and 3 <= per_pair <= 5  # a piece or two per letter, and the end token
+    # Labels are padded to the bucket of the longer side (the source here), so most positions are padding.
+    assert 0.5 < measured["padding_fraction"] < 1.0
+    assert measured["real_target_tokens_per_s_per_thread"] > 0

@@ -30,7 +30,7 @@ def evaluation(export_dir, version="1"):
         (["--epochs", "0"], "positive integer"),
         (["--batch-size", "-2"], "positive integer"),
         (["--preset", "huge"], "invalid choice"),
-        (["--dataset", "nonsense"], "Unknown dataset"),
+        (["--dataset", "nonsense"], "--dataset takes"),
         (["--dataset", "missing.tsv"], "not found"),
     ],
 )

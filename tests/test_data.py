@@ -219,71 +219,162 @@ def test_pipeline_shapes_teacher_forcing_and_bucketing(date_splits):
     source_ids, target_ids, dropped = pipeline.encode_pairs(sources, targets, source_tokenizer, target_tokenizer, 24)
     assert dropped > 0  # the longest dates exceed 24 characters and are dropped, not cut
     assert int(tf.reduce_max(source_ids.row_lengths())) <= 24
-    dataset = pipeline.make_dataset(source_ids, target_ids, batch_size=32, max_length=24, shuffle=True)
-    real = padded = 0
-    for inputs, labels in dataset.take(40):
-        encoder, decoder = inputs["encoder_tokens"].numpy(), inputs["decoder_tokens"].numpy()
-        labels = labels.numpy()
-        assert encoder.dtype == np.int32 and decoder.shape == labels.shape
-        # Training batches have a few fixed shapes: full batches, bucket-boundary lengths.
-        assert len(encoder) == 32 and encoder.shape[1] in (7, 11, 15, 19, 23, 24)
-        assert np.all(decoder[:, 0] == START)
-        np.testing.assert_array_equal(decoder[:, 1:], labels[:, :-1])  # shifted by one
-        assert np.all((labels == END).sum(1) == 1)
-        real += (encoder != 0).sum()
-        padded += encoder.size
-    # Evaluation keeps every example, in the same few lengths (one XLA
-    # compile of the test step per shape, not per batch).
-    lengths, rows = set(), 0
-    for inputs, labels in pipeline.make_dataset(source_ids, target_ids, batch_size=32, max_length=24):
-        lengths.add(inputs["encoder_tokens"].shape[1])
-        rows += len(labels)
-    assert rows == int(source_ids.nrows())
-    assert lengths <= {7, 11, 15, 19, 23, 24}
-    # Bucketing keeps padding well below plain padded batches of the same data.
-    plain = tf.data.Dataset.from_tensor_slices(source_ids).map(tf.identity).shuffle(10000, seed=0).padded_batch(32)
-    plain_real = plain_padded = 0
-    for batch in plain.take(40):
-        plain_real += (batch.numpy() != 0).sum()
-        plain_padded += batch.numpy().size
-    assert real / padded > 0.7 and real / padded > plain_real / plain_padded + 0.1
+    lengths = pipeline.bucket_lengths(24)
+    for batching in ({"batch_size": 32}, {"batch_tokens": 400}):
+        rows = dict(zip(lengths, pipeline.bucket_rows(lengths, **batching)))
+        examples = pipeline.examples_in_memory(source_ids, target_ids, seed=0)
+        real = padded = 0
+        for inputs, labels in pipeline.batches(examples, 24, drop_remainder=True, **batching).take(60):
+            encoder, decoder = inputs["encoder_tokens"].numpy(), inputs["decoder_tokens"].numpy()
+            labels = labels.numpy()
+            assert encoder.dtype == np.int32 and decoder.shape == labels.shape == encoder.shape
+            # A few fixed shapes: each length of the ladder with its own rows, multiples of 8.
+            length = encoder.shape[1]
+            assert length in rows and len(encoder) == rows[length] and len(encoder) % 8 == 0
+            if "batch_tokens" in batching:
+                assert encoder.size <= 400
+            # The smallest length that holds the batch: some row uses the last position.
+            assert (encoder[:, -1] != 0).any() or (labels[:, -1] != 0).any()
+            assert np.all(decoder[:, 0] == START)
+            np.testing.assert_array_equal(decoder[:, 1:], labels[:, :-1])  # shifted by one
+            assert np.all((labels == END).sum(1) == 1)
+            # Bucketed on the longer side of each pair: that side is rarely padded.
+            real += np.maximum((encoder != 0).sum(1), (labels != 0).sum(1)).sum()
+            padded += labels.size
+        assert real / padded > 0.9
+    # Evaluation keeps every example once, in the same shapes.
+    seen, rows_seen = set(), 0
+    for inputs, labels in pipeline.evaluation_batches(source_ids, target_ids, 24, batch_size=32):
+        seen.add(inputs["encoder_tokens"].shape[1])
+        rows_seen += len(labels)
+    assert rows_seen == int(source_ids.nrows()) and seen <= set(lengths)
 
 
-def test_backup_falls_back_to_the_previous_one_when_the_latest_is_truncated(tmp_path):
+def test_token_budget_rows_and_one_pass_estimate():
+    lengths = pipeline.bucket_lengths(48)
+    assert lengths[-1] == 48 and lengths == sorted(set(lengths))
+    rows = pipeline.bucket_rows(lengths, batch_tokens=512)
+    assert all(r % 8 == 0 and (r * n <= 512 or r == 8) for r, n in zip(rows, lengths))
+    assert rows[lengths.index(8)] == 64 and rows[lengths.index(48)] == 8
+    with pytest.raises(ValueError, match="exactly one"):
+        pipeline.bucket_rows(lengths)
+    # 1,000 examples of length 8 (decoder length 8: target 9 with start and end) in batches of 64.
+    steps, per_step = pipeline.steps_for_one_pass([8] * 10, [9] * 10, 1000, 48, batch_tokens=512)
+    assert per_step == 64 and steps == 1000 // 64
+
+
+def _shards(directory, count=3, pairs=400, bad=1):
+    import gzip
+
+    os.makedirs(directory, exist_ok=True)
+    for shard in range(count):
+        with gzip.open(os.path.join(directory, f"part-{shard}.tsv.gz"), "wt", encoding="utf-8") as file:
+            for i in range(pairs):
+                file.write(f"source {shard} {i} {'x' * (i % 13)}\ttarget {i}\n")
+            file.write("a line without a tab\n" * bad)
+    return directory
+
+
+def test_corpus_files_directory_glob_and_errors(tmp_path):
+    directory = _shards(str(tmp_path / "shards"))
+    files = tsv.corpus_files(directory)
+    assert [os.path.basename(f) for f in files] == ["part-0.tsv.gz", "part-1.tsv.gz", "part-2.tsv.gz"]
+    assert tsv.corpus_files(os.path.join(directory, "part-[12].tsv.gz")) == files[1:]
+    with pytest.raises(tsv.DatasetError, match="No file matches"):
+        tsv.corpus_files(str(tmp_path / "*.tsv"))
+    os.makedirs(tmp_path / "empty")
+    with pytest.raises(tsv.DatasetError, match="holds no .tsv"):
+        tsv.corpus_files(str(tmp_path / "empty"))
+    assert not tsv.is_small(files) and tsv.is_small([write(tmp_path, "a\tb\n")])
+
+
+def test_scan_counts_checks_carves_and_samples_in_one_pass(tmp_path):
+    files = tsv.corpus_files(_shards(str(tmp_path / "shards"), pairs=2000))
+    messages = []
+    scan = tsv.scan(files, validation_size=5, test_size=8, sample_size=100, seed=3, log=messages.append)
+    assert scan["lines"] == 3 * 2001 and scan["malformed"] == {f: 1 for f in files} and len(messages) == 3
+    assert len(scan["validation"][0]) == 5 and len(scan["test"][0]) == 8 and len(scan["sample"][0]) == 100
+    # The hash rule: held-out sources are in their buckets; no sampled training source is.
+    every = scan["test"][0] + scan["validation"][0] + scan["sample"][0]
+    buckets = dict(zip(every, tsv.hash_buckets(every)))
+    assert all(buckets[s] < tsv.TEST_BUCKETS for s in scan["test"][0])
+    assert all(tsv.TEST_BUCKETS <= buckets[s] < tsv.HELD_OUT_BUCKETS for s in scan["validation"][0])
+    assert all(buckets[s] >= tsv.HELD_OUT_BUCKETS for s in scan["sample"][0])
+    assert scan["train_pairs"] + sum(b < tsv.HELD_OUT_BUCKETS for b in tsv.hash_buckets(
+        [f"source {k} {i} {'x' * (i % 13)}".strip() for k in range(3) for i in range(2000)])) == 6000
+    # Stable when shards are added: a sentence's split is its own, not the corpus's, so the
+    # first shards' held-out sets are unchanged (the new shard is read after them).
+    more = tsv.scan(files + tsv.corpus_files(_shards(str(tmp_path / "more"), count=1, pairs=2000)),
+                    validation_size=5, test_size=8, sample_size=100, seed=3, log=messages.append)
+    assert more["test"] == scan["test"] and more["validation"] == scan["validation"]
+    # Too many malformed lines in one file: an error naming it.
+    bad = _shards(str(tmp_path / "bad"), count=1, pairs=50, bad=5)
+    with pytest.raises(tsv.DatasetError, match="part-0.tsv.gz: 5 of 55 lines"):
+        tsv.scan(tsv.corpus_files(bad))
+
+
+def test_streamed_examples_leave_out_held_out_and_resume_where_they_stopped(tmp_path):
+    files = tsv.corpus_files(_shards(str(tmp_path / "shards"), pairs=500))
+    scan = tsv.scan(files, sample_size=10000, log=lambda message: None)  # every training pair
+    tokenizer = CharacterTokenizer.train(scan["sample"][0] + scan["sample"][1])
+    streamed = pipeline.examples_from_files(files, tokenizer, tokenizer, 32, seed=1)
+    texts = set()
+    for source, _ in streamed.take(3000):  # more than a pass: the stream is endless
+        texts.add(tokenizer.detokenize(source[None]).numpy()[0].decode())
+    assert texts == set(scan["sample"][0])  # every training source, no held-out one, no malformed line
+
+    def stream(first_epoch, skip_steps=0):
+        return pipeline.training_stream(
+            lambda offset: pipeline.examples_from_files(files, tokenizer, tokenizer, 32, seed=1, skip_lines=offset),
+            32, steps_per_epoch=6, examples_per_epoch=150, first_epoch=first_epoch, epochs=3, skip_steps=skip_steps,
+            shuffle_buffer=100, seed=0, batch_tokens=256)
+
+    whole = [x["encoder_tokens"].numpy() for x, _ in stream(0)]
+    assert len(whole) == 18
+    resumed = [x["encoder_tokens"].numpy() for x, _ in stream(1, skip_steps=4)]
+    assert len(resumed) == 8  # the rest of epoch 2 and epoch 3
+    for expected, got in zip(whole[10:], resumed):
+        np.testing.assert_array_equal(expected, got)
+    assert not all(np.array_equal(a, b) for a, b in zip(whole[:6], whole[6:12]) if a.shape == b.shape)
+
+
+def test_step_backup_resumes_mid_epoch_and_falls_back_when_the_latest_is_truncated(tmp_path):
     import keras
 
-    from training.callbacks import BackupAndRestore
+    from training.callbacks import StepBackup
 
     class StopAt(keras.callbacks.Callback):
-        def __init__(self, epoch):
+        def __init__(self, steps):
             super().__init__()
-            self.epoch = epoch
+            self.steps, self.seen = steps, 0
 
-        def on_epoch_begin(self, epoch, logs=None):
-            if epoch == self.epoch:
+        def on_train_batch_end(self, batch, logs=None):
+            self.seen += 1
+            if self.seen == self.steps:
                 raise RuntimeError("killed")
 
-    x, y = np.ones((8, 3), "float32"), np.ones((8, 1), "float32")
+    x, y = np.ones((40, 3), "float32"), np.ones((40, 1), "float32")
 
     def model():
         m = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1)])
         m.compile("sgd", "mse")
         return m
 
-    backup = str(tmp_path / "backup")
-    with pytest.raises(RuntimeError, match="killed"):
-        model().fit(x, y, epochs=5, verbose=0, callbacks=[BackupAndRestore(backup), StopAt(3)])
-    latest = os.path.join(backup, "latest.weights.h5")
+    backup_dir = str(tmp_path / "backup")
+    trained = model()
+    with pytest.raises(RuntimeError, match="killed"):  # 10 steps an epoch; killed at step 7 of epoch 2
+        trained.fit(x, y, batch_size=4, epochs=3, verbose=0, callbacks=[StepBackup(backup_dir, every_steps=2), StopAt(17)])
+    messages = []
+    resumed = model()
+    assert StepBackup(backup_dir, log=messages.append).restore(resumed) == (1, 6)  # the last backup: step 6
+    assert messages == ["Resuming from the backup at epoch 2, step 6"]
+    assert int(resumed.optimizer.iterations.numpy()) == 16  # the optimizer's state came back too
+    latest = os.path.join(backup_dir, "latest.weights.h5")
     with open(latest, "r+b") as file:  # a crash in the middle of writing it
         file.truncate(100)
-    messages, epochs = [], []
-    record = keras.callbacks.LambdaCallback(on_epoch_begin=lambda epoch, logs: epochs.append(epoch))
-    model().fit(x, y, epochs=5, verbose=0, callbacks=[BackupAndRestore(backup, log=messages.append), record])
-    assert len(messages) == 1 and latest in messages[0] and "previous backup" in messages[0]
-    assert epochs[0] == 2  # the previous backup (after epoch 2 of 5), not the truncated one (after 3)
-    # Nothing usable at all: a clear error naming the file.
-    os.makedirs(backup, exist_ok=True)
-    with open(latest, "wb") as file:
-        file.write(b"not a weights file")
-    with pytest.raises(RuntimeError, match="latest.weights.h5 cannot be read"):
-        model().fit(x, y, epochs=5, verbose=0, callbacks=[BackupAndRestore(backup)])
+    messages = []
+    assert StepBackup(backup_dir, log=messages.append).restore(model()) == (1, 4)  # the previous backup
+    assert latest in messages[0] and "previous backup" in messages[0]
+    os.remove(os.path.join(backup_dir, "previous.weights.h5"))
+    with pytest.raises(RuntimeError, match="cannot be read"):
+        StepBackup(backup_dir).restore(model())

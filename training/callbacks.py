@@ -1,47 +1,18 @@
-"""Training callbacks: a resume backup that survives a corrupt file."""
+"""Training callbacks: resume backups that survive a kill or a corrupt file, checkpoints, throughput, held-out scores."""
 
+import json
 import os
 import shutil
+import time
 
 import keras
-
-
-class BackupAndRestore(keras.callbacks.BackupAndRestore):
-    """Keras's `BackupAndRestore`, keeping the last two backups, loud about a bad one.
-
-    Each epoch's backup first copies the previous one aside (Keras's
-    `double_checkpoint`). On restart, a backup that cannot be read (a file
-    truncated or corrupted by a crash mid-write) is reported with its path,
-    and training resumes from the previous backup, one epoch earlier. With
-    no usable backup at all it stops with an error that says what to delete.
-    """
-
-    def __init__(self, backup_dir, log=print):
-        super().__init__(backup_dir, double_checkpoint=True)
-        self.log = log
-
-    def on_train_begin(self, logs=None):
-        if not os.path.exists(self._weights_path):
-            return  # a fresh start: nothing to restore
-
-        def load(path):
-            if path == self._prev_weights_path:  # put the previous backup (and its epoch) in place first
-                shutil.copyfile(self._prev_weights_path, self._weights_path)
-                if os.path.exists(self._prev_training_metadata_path):
-                    shutil.copyfile(self._prev_training_metadata_path, self._training_metadata_path)
-                elif os.path.exists(self._training_metadata_path):
-                    os.remove(self._training_metadata_path)
-            self._load_model()
-
-        candidates = [self._weights_path] + ([self._prev_weights_path] if os.path.exists(self._prev_weights_path) else [])
-        restore_newest_readable(candidates, load, self.backup_dir, "backup", self.log)
 
 
 def restore_newest_readable(paths, load, directory, kind, log=print):
     """`load(path)` for the newest of `paths` (newest first) that can be read; returns that path.
 
     The one restore rule of both training paths (`model.fit`'s
-    `BackupAndRestore` above and the multi-worker loop's checkpoints): a
+    `StepBackup` below and the multi-worker loop's checkpoints): a
     backup that cannot be read (truncated or corrupted by a crash mid-write)
     is reported with its path and the previous one is tried; with none
     readable, a `RuntimeError` says what to delete to start over.
@@ -61,3 +32,233 @@ def restore_newest_readable(paths, load, directory, kind, log=print):
             log(f"Warning: the training {kind} {path} cannot be read ({problem}); resuming from the previous "
                 f"{kind} {older}.")
     return None
+
+
+def _write_json(path, value):
+    """Written to a temporary file and renamed: a kill never leaves half a file."""
+    with open(path + ".tmp", "w", encoding="utf-8") as file:
+        json.dump(value, file)
+    os.replace(path + ".tmp", path)
+
+
+def _save_weights(model, path):
+    model.save_weights(path + ".tmp.weights.h5")  # Keras insists on the suffix
+    os.replace(path + ".tmp.weights.h5", path)
+
+
+class StepBackup(keras.callbacks.Callback):
+    """The resume backup: weights, optimizer and position (epoch, step) every few steps and at each epoch's end.
+
+    Keras's `BackupAndRestore` resumes at an epoch's start; a real corpus's
+    epoch is hours. This one saves every `every_steps` steps (or, without
+    it, every `every_seconds` of training) and at the end of every epoch,
+    keeping the previous backup too, and `restore` returns where training
+    stopped, so `training.pipeline.training_stream` can continue the data
+    after what was trained. Files are renamed into place, so a kill
+    mid-write leaves the previous backup; an unreadable one falls back to
+    it (`restore_newest_readable`).
+    """
+
+    def __init__(self, backup_dir, every_steps=None, every_seconds=180.0, log=print):
+        super().__init__()
+        self.backup_dir, self.every_steps, self.every_seconds, self.log = backup_dir, every_steps, every_seconds, log
+        # Two slots, the latest and the one before ("previous"); Keras insists on the .weights.h5 suffix.
+        self.weights_path, self.position_path = (os.path.join(backup_dir, "latest" + e) for e in (".weights.h5", ".json"))
+        self.previous_weights, self.previous_position = (os.path.join(backup_dir, "previous" + e) for e in (".weights.h5", ".json"))
+        self.epoch, self.step_offset, self.steps_since, self.last_saved = 0, 0, 0, time.monotonic()
+
+    def restore(self, model):
+        """Loads the newest readable backup into `model`; returns `(epoch, step)` done (0-based epoch), (0, 0) if none."""
+        slots = {self.weights_path: self.position_path, self.previous_weights: self.previous_position}
+        candidates = [weights for weights, position in slots.items() if os.path.exists(position)]
+        if not candidates:
+            return 0, 0
+        if model.optimizer is not None and not model.optimizer.built:
+            model.optimizer.build(model.trainable_variables)
+        position = {}
+
+        def load(path):
+            with open(slots[path], encoding="utf-8") as file:
+                position.update(json.load(file))
+            model.load_weights(path)
+
+        restore_newest_readable(candidates, load, self.backup_dir, "backup", self.log)
+        epoch, step = int(position["epoch"]), int(position["step"])
+        self.log(f"Resuming from the backup at epoch {epoch + 1}, step {step}")
+        self.epoch, self.step_offset = epoch, step
+        return epoch, step
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.steps_since += 1
+        due = self.steps_since >= self.every_steps if self.every_steps else \
+            time.monotonic() - self.last_saved >= self.every_seconds
+        if due:
+            self.save(self.epoch, self.step_offset + batch + 1)
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.step_offset = 0
+        self.save(epoch + 1, 0)
+
+    def save(self, epoch, step):
+        os.makedirs(self.backup_dir, exist_ok=True)
+        if os.path.exists(self.position_path):  # the previous pair first, so one whole backup always exists
+            os.replace(self.weights_path, self.previous_weights)
+            os.replace(self.position_path, self.previous_position)
+        _save_weights(self.model, self.weights_path)
+        _write_json(self.position_path, {"epoch": epoch, "step": step})
+        self.steps_since, self.last_saved = 0, time.monotonic()
+
+    def finish(self):
+        """Training is over: the backup goes, so the same command later starts a new run."""
+        shutil.rmtree(self.backup_dir, ignore_errors=True)
+
+
+class EpochCheckpoints(keras.callbacks.Callback):
+    """Every epoch's weights (the last `keep`), the best by `monitor`, and early stopping — state that survives a restart.
+
+    Keras's `ModelCheckpoint` and `EarlyStopping` keep their best value in
+    Python, so a resumed run forgot it (and overwrote the best weights with
+    its first epoch's). Here it is in `state.json` beside the weights.
+    `last(k)` gives the newest `k` epochs' files for checkpoint averaging.
+    """
+
+    def __init__(self, directory, monitor="val_loss", mode="min", keep=1, patience=0, log=print):
+        super().__init__()
+        if mode not in ("min", "max"):
+            raise ValueError(f"mode must be 'min' or 'max', got {mode!r}")
+        self.directory, self.monitor, self.mode, self.keep, self.patience, self.log = (
+            directory, monitor, mode, max(1, keep), patience, log)
+        self.state_path = os.path.join(directory, "state.json")
+        self.best_path = os.path.join(directory, "best.weights.h5")
+        self.state = {"best": None, "best_epoch": None, "wait": 0, "epochs": []}
+        if os.path.exists(self.state_path):
+            with open(self.state_path, encoding="utf-8") as file:
+                self.state.update(json.load(file))
+
+    def path(self, epoch):
+        return os.path.join(self.directory, f"epoch-{epoch:04d}.weights.h5")
+
+    def last(self, k):
+        """Paths of the newest `k` saved epochs (fewer if fewer were kept)."""
+        return [self.path(epoch) for epoch in self.state["epochs"][-k:]]
+
+    def on_epoch_end(self, epoch, logs=None):
+        value = (logs or {}).get(self.monitor)
+        if value is None:
+            raise KeyError(f"EpochCheckpoints monitors {self.monitor!r}, which the epoch's logs lack: {sorted(logs or {})}")
+        os.makedirs(self.directory, exist_ok=True)
+        number = epoch + 1
+        _save_weights(self.model, self.path(number))
+        epochs = [e for e in self.state["epochs"] if e != number] + [number]
+        for old in epochs[: -self.keep]:
+            if os.path.exists(self.path(old)):
+                os.remove(self.path(old))
+        self.state["epochs"] = epochs[-self.keep:]
+        best = self.state["best"]
+        if best is None or (value < best if self.mode == "min" else value > best):
+            shutil.copyfile(self.path(number), self.best_path + ".tmp")
+            os.replace(self.best_path + ".tmp", self.best_path)
+            self.state.update(best=float(value), best_epoch=number, wait=0)
+        else:
+            self.state["wait"] += 1
+        _write_json(self.state_path, self.state)
+        if self.patience and self.state["wait"] >= self.patience:
+            self.log(f"Early stopping: {self.monitor} has not improved for {self.patience} epochs "
+                     f"(best {self.state['best']:.4g} at epoch {self.state['best_epoch']})")
+            self.model.stop_training = True
+
+
+class TargetTokens(keras.metrics.Metric):
+    """Target positions of the batches seen (`real=False`) or only the non-pad ones (`real=True`): a sum."""
+
+    def __init__(self, real=True, name=None, **kwargs):
+        super().__init__(name=name or ("real_tokens" if real else "target_positions"), **kwargs)
+        self.real = real
+        self.total = self.add_variable(shape=(), initializer="zeros", dtype="float32", name="total")
+
+    def update_state(self, y_true, y_pred, sample_weight=None):
+        count = keras.ops.sum(keras.ops.cast(y_true != 0, "float32")) if self.real else \
+            keras.ops.cast(keras.ops.size(y_true), "float32")
+        self.total.assign_add(count)
+
+    def result(self):
+        return self.total
+
+    def get_config(self):
+        return {**super().get_config(), "real": self.real}
+
+
+class Throughput(keras.callbacks.Callback):
+    """Each epoch's real (non-pad) target tokens per second of training and the padding fraction, in the logs.
+
+    Reads the `TargetTokens` sums (the model must be compiled with both)
+    and takes them out of the logs, where their raw counts would only
+    clutter the progress bar; `real_tokens_per_second` and `padding` go
+    in, for the epoch line and TensorBoard.
+    """
+
+    KEYS = ("real_tokens", "target_positions")
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.started = self.last_batch = time.monotonic()
+        self.counts = (0.0, 0.0)
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.last_batch = time.monotonic()
+        if logs is not None:
+            if all(key in logs for key in self.KEYS):
+                self.counts = tuple(float(logs[key]) for key in self.KEYS)
+            for key in self.KEYS:
+                logs.pop(key, None)
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is None:
+            return
+        real, positions = (float(logs.pop(key, count)) for key, count in zip(self.KEYS, self.counts))
+        for key in self.KEYS:
+            logs.pop("val_" + key, None)
+        seconds = max(self.last_batch - self.started, 1e-9)
+        logs["real_tokens_per_second"] = round(real / seconds, 1)
+        logs["padding"] = round(1.0 - real / positions, 4) if positions else 0.0
+
+
+class HeldOutTranslation(keras.callbacks.Callback):
+    """Translates held-out sources each epoch with the export's own greedy decoding and logs the scores.
+
+    `translate` is a `tf_transformer.export.Translator`'s signature
+    function; `score(hypotheses, references)` returns a dict whose numbers
+    go in the logs prefixed `val_` (BLEU and chrF for text, exact match
+    for dates).
+    """
+
+    def __init__(self, translate, sources, references, score, batch_size=256):
+        super().__init__()
+        self.translate, self.sources, self.references, self.score, self.batch_size = (
+            translate, list(sources), list(references), score, batch_size)
+
+    def on_epoch_end(self, epoch, logs=None):
+        import tensorflow as tf  # the callbacks above are backend-agnostic
+
+        outputs = []
+        for start in range(0, len(self.sources), self.batch_size):
+            batch = tf.constant(self.sources[start : start + self.batch_size])
+            outputs += [t.decode("utf-8") for t in self.translate(batch)["translation"].numpy()]
+        for key, value in self.score(outputs, self.references).items():
+            if isinstance(value, (int, float)) and key != "examples" and logs is not None:
+                logs["val_" + key] = value
+
+
+def average_weights(model, paths):
+    """Sets `model`'s weights to the mean of the weight files `paths` (the paper, section 6.1)."""
+    import numpy as np
+
+    total = None
+    for path in paths:
+        model.load_weights(path)
+        values = [np.asarray(keras.ops.convert_to_numpy(w), dtype=np.float64) for w in model.weights]
+        total = values if total is None else [t + v for t, v in zip(total, values)]
+    for weight, value in zip(model.weights, total):
+        weight.assign((value / len(paths)).astype(weight.dtype))

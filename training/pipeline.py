@@ -1,8 +1,51 @@
-"""The tf.data input pipeline: tokenise, add start/end, bucket by length, batch."""
+"""The tf.data input pipeline: examples → length buckets → teacher-forcing batches, an endless stream cut in epochs.
 
+Examples come from memory (`examples_in_memory`: a small corpus tokenised
+once) or from shard files (`examples_from_files`: lines read with a
+parallel interleave, parsed and tokenised in parallel maps, never held
+whole). Either way `training_stream` turns them into the batches `fit`
+trains on: shuffled (a bounded buffer), grouped by length into a small
+fixed set of shapes (`bucket_lengths`, `bucket_rows`), one epoch being a
+fixed number of steps of an endless stream. Each epoch's stream is a
+function of the seed and the epoch's number alone, so a run resumed at
+step S of epoch E rebuilds that epoch's stream and skips its first S
+batches: the data continue after what was already trained.
+"""
+
+import math
+
+import numpy as np
 import tensorflow as tf
 
-from tf_transformer.tokenizers import END, START
+from tf_transformer.special_tokens import END, PAD, START
+from training import tsv
+
+# Padded lengths: every length up to 16 (short sentences are most of a
+# corpus like Tatoeba's, where padding to multiples of 8 left 23 % of the
+# target positions padding), then steps of about 12 %. The batch rows are
+# multiples of 8 instead, so every matmul's row count (rows × length) is.
+_LENGTH_LADDER = (4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 18, 20, 22, 24, 27, 30, 34, 38, 43, 48, 54, 61,
+                  68, 76, 86, 96, 108, 122, 137, 154, 173, 194, 218, 245, 276, 310, 349, 392, 441, 496, 512)
+
+
+def bucket_lengths(max_length):
+    """The padded lengths of batches (each is a shape compiled once under XLA), the last `max_length`."""
+    return [length for length in _LENGTH_LADDER if length < max_length] + [max_length]
+
+
+def bucket_rows(lengths, batch_size=None, batch_tokens=None):
+    """Rows per batch of each padded length: `batch_size` always, or about `batch_tokens` tokens.
+
+    With a token budget a batch of length L has `batch_tokens // L` rows,
+    rounded down to a multiple of 8 and at least 8, so it holds at most
+    `batch_tokens` tokens per side, padding included (more only where 8
+    rows of the longest length exceed the budget).
+    """
+    if (batch_size is None) == (batch_tokens is None):
+        raise ValueError("Give exactly one of batch_size and batch_tokens.")
+    if batch_size is not None:
+        return [int(batch_size)] * len(lengths)
+    return [max(8, batch_tokens // length // 8 * 8) for length in lengths]
 
 
 def encode_pairs(sources, targets, source_tokenizer, target_tokenizer, max_length):
@@ -14,65 +57,171 @@ def encode_pairs(sources, targets, source_tokenizer, target_tokenizer, max_lengt
         `(source_ids, target_ids, dropped)`: ragged int32 tensors, target
         ids wrapped in start/end, and how many pairs were too long.
     """
-    source_ids = source_tokenizer.tokenize(tf.constant(sources))
-    target_ids = target_tokenizer.tokenize(tf.constant(targets))
-    batch = target_ids.nrows()
-    target_ids = tf.concat([tf.fill([batch, 1], START), target_ids, tf.fill([batch, 1], END)], axis=1)
-    keep = (source_ids.row_lengths() <= max_length) & (target_ids.row_lengths() <= max_length)
+    source_ids, target_ids, keep = _tokenize(tf.constant(sources), tf.constant(targets), source_tokenizer,
+                                             target_tokenizer, max_length)
     dropped = int(tf.size(keep)) - int(tf.reduce_sum(tf.cast(keep, tf.int32)))
     return tf.ragged.boolean_mask(source_ids, keep), tf.ragged.boolean_mask(target_ids, keep), dropped
 
 
-def make_dataset(source_ids, target_ids, batch_size, max_length, shuffle=False, seed=0, input_context=None):
-    """Batches of `batch_size` teacher-forcing examples of similar lengths.
+def _tokenize(sources, targets, source_tokenizer, target_tokenizer, max_length):
+    source_ids = source_tokenizer.tokenize(sources)
+    target_ids = target_tokenizer.tokenize(targets)
+    rows = target_ids.nrows()
+    target_ids = tf.concat([tf.fill([rows, 1], START), target_ids, tf.fill([rows, 1], END)], axis=1)
+    keep = (source_ids.row_lengths() <= max_length) & (target_ids.row_lengths() <= max_length)
+    return source_ids, target_ids, keep
 
-    Each element is `({"encoder_tokens": [B, S], "decoder_tokens": [B, T]},
-    labels [B, T])` with `decoder_tokens = target[:-1]` and
-    `labels = target[1:]`. Examples are bucketed by length and padded to
-    their bucket's boundary: little padding, and a few batch shapes. With
-    `shuffle` (training) each bucket's incomplete last batch is dropped, so
-    every batch has `batch_size` rows.
 
-    With a `tf.distribute.InputContext` (multi-worker training), the
-    dataset is this input pipeline's shard of the examples, repeated without
-    end (the loop runs a fixed number of steps on every worker), in full
-    batches of the per-replica share of the global `batch_size` in every
-    split.
-    """
-    dataset = tf.data.Dataset.from_tensor_slices((source_ids, target_ids))
-    drop_remainder = shuffle
-    if input_context is not None:
-        dataset = dataset.shard(input_context.num_input_pipelines, input_context.input_pipeline_id)
-        batch_size = input_context.get_per_replica_batch_size(batch_size)
-        drop_remainder = True
+def _as_vectors(dataset):
     # Slices of a ragged tensor are typed ragged though they are plain vectors;
-    # passing them through a map gives them a dense TensorSpec, as batching needs.
-    dataset = dataset.map(lambda s, t: (tf.identity(s), tf.identity(t))).cache()
-    if shuffle:
-        dataset = dataset.shuffle(int(source_ids.nrows()), seed=seed, reshuffle_each_iteration=True)
-    if input_context is not None:
-        dataset = dataset.repeat()
-    # Boundaries are exclusive upper bounds of lengths; the last admits max_length.
-    boundaries = [b for b in (8, 12, 16, 20, 24, 32, 40, 48, 64, 96, 128) if b <= max_length] + [max_length + 1]
-    bucket_batch_sizes = [batch_size] * (len(boundaries) + 1)
-    dataset = dataset.bucket_by_sequence_length(
-        element_length_func=lambda s, t: tf.maximum(tf.shape(s)[0], tf.shape(t)[0]),
-        bucket_boundaries=boundaries,
-        bucket_batch_sizes=bucket_batch_sizes,
-        padded_shapes=([None], [None]),
-        # Lengths padded to the bucket boundary: a few shapes, so every batch
-        # reuses one of a few traced (and, with jit_compile, XLA-compiled)
-        # steps; padding each batch to its own longest example instead gave
-        # validation a new shape, and an XLA compile of the test step, for
-        # nearly every batch. Training also drops each bucket's remainder
-        # (batch_size rows, always); shuffling changes which examples fall in
-        # it each epoch. Evaluation keeps every example: its remainders add
-        # one shape per bucket, the same ones each epoch.
-        pad_to_bucket_boundary=True,
-        drop_remainder=drop_remainder,
-    )
-    dataset = dataset.map(
-        lambda s, t: ({"encoder_tokens": s, "decoder_tokens": t[:, :-1]}, t[:, 1:]),
-        num_parallel_calls=tf.data.AUTOTUNE,
-    )
-    return dataset.prefetch(tf.data.AUTOTUNE)
+    # a map gives them a dense TensorSpec, as batching needs.
+    return dataset.map(lambda s, t: (tf.identity(s), tf.identity(t)))
+
+
+def examples_in_memory(source_ids, target_ids, seed=0, repeat=True):
+    """`(source, target)` id vectors of a tokenised corpus: with `repeat`, endless and reshuffled every pass."""
+    dataset = _as_vectors(tf.data.Dataset.from_tensor_slices((source_ids, target_ids))).cache()
+    if not repeat:
+        return dataset
+    return dataset.shuffle(int(source_ids.nrows()), seed=seed, reshuffle_each_iteration=True).repeat()
+
+
+def parse_lines(lines, reverse=False):
+    """`(sources, targets, ok)` of a batch of TSV lines, in the graph: `tsv.parse_line`'s rule."""
+    columns = tf.strings.split(tf.strings.regex_replace(lines, "\r$", ""), "\t")
+    padded = columns[:, :2].to_tensor("")  # a line without a tab has one column: pad it to two
+    padded = tf.pad(padded, [[0, 0], [0, 2 - tf.shape(padded)[1]]])
+    first, second = tf.strings.strip(padded[:, 0]), tf.strings.strip(padded[:, 1])
+    ok = (tf.strings.length(first) > 0) & (tf.strings.length(second) > 0)
+    return (second, first, ok) if reverse else (first, second, ok)
+
+
+def examples_from_files(files, source_tokenizer, target_tokenizer, max_length, reverse=False, seed=0,
+                        skip_lines=0, input_context=None, cycle_length=8, chunk=256):
+    """`(source, target)` id vectors streamed from shard files, endless; the held-out buckets left out.
+
+    Each pass visits the files in a new seeded order, `cycle_length` of
+    them read at once (a parallel, deterministic interleave). Lines are
+    parsed and tokenised `chunk` at a time in parallel maps; malformed
+    lines (counted by `tsv.scan`), held-out sentences (`tsv`'s hash rule)
+    and pairs longer than `max_length` are left out. `skip_lines` raw lines
+    are skipped first (cheap: before parsing). With a
+    `tf.distribute.InputContext`, each input pipeline reads its share: whole
+    files when there are at least as many files as pipelines, else every
+    n-th line.
+    """
+    files = list(files)
+    names = tf.data.Dataset.from_tensor_slices(files)
+    by_line = False
+    if input_context is not None and input_context.num_input_pipelines > 1:
+        if len(files) >= input_context.num_input_pipelines:
+            names = names.shard(input_context.num_input_pipelines, input_context.input_pipeline_id)
+        else:
+            by_line = True
+    names = names.shuffle(len(files), seed=seed, reshuffle_each_iteration=True).repeat()
+
+    def read(name):
+        compression = tf.where(tf.strings.regex_full_match(name, r".*\.gz"), "GZIP", "")
+        return tf.data.TextLineDataset(name, compression_type=compression)
+
+    lines = names.interleave(read, cycle_length=min(cycle_length, len(files)), block_length=16,
+                             num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    if by_line:
+        lines = lines.shard(input_context.num_input_pipelines, input_context.input_pipeline_id)
+    lines = lines.skip(skip_lines)
+
+    def tokenize(batch):
+        sources, targets, ok = parse_lines(batch, reverse)
+        ok &= tf.strings.to_hash_bucket_fast(sources, tsv.HASH_BUCKETS) >= tsv.HELD_OUT_BUCKETS
+        sources, targets = tf.boolean_mask(sources, ok), tf.boolean_mask(targets, ok)
+        source_ids, target_ids, keep = _tokenize(sources, targets, source_tokenizer, target_tokenizer, max_length)
+        return tf.ragged.boolean_mask(source_ids, keep), tf.ragged.boolean_mask(target_ids, keep)
+
+    examples = lines.batch(chunk).map(tokenize, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).unbatch()
+    return _as_vectors(examples)
+
+
+def batches(examples, max_length, batch_size=None, batch_tokens=None, drop_remainder=False, num_replicas=1):
+    """Teacher-forcing batches of examples of similar length.
+
+    Each element is `({"encoder_tokens": [B, L], "decoder_tokens": [B, L]},
+    labels [B, L])` with `decoder_tokens = target[:-1]`, `labels =
+    target[1:]` and L the smallest of `bucket_lengths(max_length)` that
+    holds the source and the decoder tokens: a small fixed set of shapes.
+    Rows per batch are `bucket_rows`' (divided among `num_replicas` when a
+    distributed pipeline batches per replica). With `drop_remainder`
+    (training) every batch of a length has the same rows.
+    """
+    lengths = bucket_lengths(max_length)
+    rows = [max(1, r // num_replicas) for r in bucket_rows(lengths, batch_size, batch_tokens)]
+    lengths_t, rows_t = tf.constant(lengths, tf.int64), tf.constant(rows, tf.int64)
+
+    def bucket(source, target):
+        length = tf.cast(tf.maximum(tf.size(source), tf.size(target) - 1), tf.int64)
+        return tf.searchsorted(lengths_t, tf.reshape(length, [1]), side="left", out_type=tf.int64)[0]
+
+    def batch(key, window):
+        length = lengths_t[key]
+        return window.padded_batch(rows_t[key], padded_shapes=(tf.reshape(length, [1]), tf.reshape(length + 1, [1])),
+                                   padding_values=(PAD, PAD), drop_remainder=drop_remainder)
+
+    dataset = examples.group_by_window(bucket, batch, window_size_func=lambda key: rows_t[key])
+    return dataset.map(lambda s, t: ({"encoder_tokens": s, "decoder_tokens": t[:, :-1]}, t[:, 1:]),
+                       num_parallel_calls=tf.data.AUTOTUNE)
+
+
+def training_stream(examples_from, max_length, steps_per_epoch, examples_per_epoch, first_epoch=0, epochs=None,
+                    skip_steps=0, shuffle_buffer=0, seed=0, **batching):
+    """The batches of epochs `first_epoch` … `epochs - 1`, `steps_per_epoch` each (`skip_steps` fewer in the first).
+
+    Args:
+        examples_from: `offset -> dataset`: the endless example stream
+            from that many examples (or raw lines) on; epoch e starts at
+            `e * examples_per_epoch`, so consecutive epochs continue the
+            stream rather than restart it.
+        shuffle_buffer: examples shuffled together (0: the examples come
+            shuffled already, as `examples_in_memory`'s do).
+        skip_steps: batches of `first_epoch` already trained (a resumed run).
+        **batching: `batches`' `batch_size` or `batch_tokens`, `num_replicas`.
+    """
+    def epoch(index):
+        examples = examples_from(index * examples_per_epoch)
+        if shuffle_buffer:
+            examples = examples.shuffle(shuffle_buffer, seed=tf.cast(seed, tf.int64) * 7919 + index)
+        return batches(examples, max_length, drop_remainder=True, **batching).take(steps_per_epoch)
+
+    first = epoch(tf.constant(first_epoch, tf.int64)).skip(skip_steps)
+    if epochs is not None and first_epoch + 1 >= epochs:
+        return first.prefetch(tf.data.AUTOTUNE)
+    rest = tf.data.Dataset.range(first_epoch + 1, epochs if epochs is not None else np.iinfo(np.int64).max)
+    return first.concatenate(rest.flat_map(epoch)).prefetch(tf.data.AUTOTUNE)
+
+
+def evaluation_batches(source_ids, target_ids, max_length, **batching):
+    """Every held-out example once, in `batches`' shapes (remainders kept), its number of batches known.
+
+    Keras reads a dataset of unknown length until it ends and then warns
+    "Your input ran out of data" after every validation; counted once here
+    (the held-out set is small) and asserted, it is read to its end silently.
+    """
+    examples = examples_in_memory(source_ids, target_ids, repeat=False)
+    dataset = batches(examples, max_length, drop_remainder=False, **batching)
+    count = int(dataset.reduce(tf.constant(0, tf.int64), lambda count, _: count + 1))
+    return dataset.apply(tf.data.experimental.assert_cardinality(count)).prefetch(tf.data.AUTOTUNE)
+
+
+def steps_for_one_pass(source_lengths, target_lengths, examples, max_length, **batching):
+    """About how many training steps visit `examples` examples once, from a sample's token lengths.
+
+    `target_lengths` include start and end. Returns `(steps, examples per step)`.
+    """
+    lengths = bucket_lengths(max_length)
+    rows = bucket_rows(lengths, batching.get("batch_size"), batching.get("batch_tokens"))
+    source_lengths, target_lengths = np.asarray(source_lengths), np.asarray(target_lengths)
+    fits = (source_lengths <= max_length) & (target_lengths <= max_length)
+    keys = np.searchsorted(lengths, np.maximum(source_lengths, target_lengths - 1)[fits], side="left")
+    if not len(keys):
+        raise ValueError("No example of the sample fits max_length.")
+    steps_per_example = np.mean(1.0 / np.asarray(rows)[keys])
+    per_step = 1.0 / steps_per_example
+    return max(1, math.floor(examples * fits.mean() / per_step)), per_step

@@ -9,8 +9,11 @@ backup in `--work-dir`.
 
 import argparse
 import dataclasses
+import glob
 import json
+import math
 import os
+import random
 import sys
 import time
 import zlib
@@ -18,6 +21,7 @@ import zlib
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import keras  # noqa: E402
+import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 import tf_transformer  # noqa: E402
@@ -83,27 +87,63 @@ def build_parser():
                         help="compute dtype (float16 adds loss scaling); every softmax stays float32")
     parser.add_argument("--jit-compile", action="store_true", help="compile the train step with XLA")
     parser.add_argument("--seed", type=int, default=0, help="seed of data splits, shuffling and initialisation")
+    parser.add_argument("--validation", help="held-out pairs (.tsv or .tsv.gz) for validation, instead of carving them")
+    parser.add_argument("--test", help="held-out pairs (.tsv or .tsv.gz) for the final figures, instead of carving them")
+    parser.add_argument("--batch-tokens", type=positive_int,
+                        help="batches of about N tokens per side, padding included (the paper: 25000)")
+    parser.add_argument("--steps-per-epoch", type=positive_int,
+                        help="an epoch is N steps of the endless shuffled stream (default: about one pass)")
+    parser.add_argument("--tokenizer-sample", type=positive_int, default=1_000_000,
+                        help="subword vocabularies are learned from a seeded sample of N training pairs")
+    parser.add_argument("--shuffle-buffer", type=positive_int, default=16384,
+                        help="examples shuffled together when a corpus is streamed from files")
+    parser.add_argument("--backup-every", type=positive_int,
+                        help="a resume backup every N steps (default: every 3 minutes of training)")
+    parser.add_argument("--average-last", type=positive_int,
+                        help="average the last K epochs' weights before evaluation and export (the paper: 5)")
+    parser.add_argument("--select-by", choices=["loss", "bleu"],
+                        help="the epoch kept: lowest validation loss, or best validation BLEU (exact match on dates)")
     return parser
 
 
 def resolve(args):
     """The training config after the command-line overrides, and the dataset's name."""
     is_dates = args.dataset == "dates"
-    if not is_dates and not args.dataset.endswith((".tsv", ".txt")) and not os.path.isfile(args.dataset):
-        raise SystemExit(f"Unknown dataset {args.dataset!r}: use 'dates' or the path of a .tsv file.")
+    if not is_dates:
+        try:
+            tsv.corpus_files(args.dataset)
+        except tsv.DatasetError as error:
+            raise SystemExit(f"{error}. --dataset takes 'dates', a .tsv or .tsv.gz file, a directory of them "
+                             "or a quoted glob ('data/*.tsv.gz').") from None
     config = CONFIGS[args.config or ("dates" if is_dates else "tsv")]
     overrides = {
         "preset": args.preset,
         "epochs": args.epochs,
         "batch_size": args.batch_size,
+        "batch_tokens": args.batch_tokens if args.batch_tokens else 0 if args.batch_size else None,
         "train_size": args.train_size,
         "vocab_size": args.vocab_size,
         "warmup_steps": args.warmup_steps,
         "learning_rate_scale": args.learning_rate_scale,
+        "select_by": args.select_by,
+        "average_last": args.average_last,
     }
     config = dataclasses.replace(config, **{k: v for k, v in overrides.items() if v is not None})
-    name = "dates" if is_dates else os.path.splitext(os.path.basename(args.dataset))[0] + ("-reversed" if args.reverse else "")
-    return config, name
+    return config, "dates" if is_dates else dataset_name(args.dataset) + ("-reversed" if args.reverse else "")
+
+
+def dataset_name(spec):
+    """`data/tatoeba-eng-fra.tsv` → `tatoeba-eng-fra`; a directory or a glob's folder gives its folder's name."""
+    path = os.path.dirname(spec) if glob.has_magic(spec) else spec.rstrip("/")
+    name = os.path.basename(path) or "corpus"
+    for suffix in (".gz", ".tsv", ".txt"):
+        name = name[: -len(suffix)] if name.endswith(suffix) else name
+    return name
+
+
+def batching(config):
+    """`pipeline.batches`' keyword: a token budget or a fixed number of examples."""
+    return {"batch_tokens": config.batch_tokens} if config.batch_tokens else {"batch_size": config.batch_size}
 
 
 # Sentences the dates model never sees, to measure how it refuses text that is not a date.
@@ -111,32 +151,134 @@ SHARED_TATOEBA = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__
                               "tatoeba-eng-fra.tsv")
 
 
-def load_splits(args, config):
+def load_corpus(args, config, work_dir):
+    """The held-out splits, the tokenizers' sample and where the training pairs come from.
+
+    In memory: the dates, or one small plain TSV (`tsv.is_small`) without
+    `--validation`/`--test` (seeded, exactly-sized held-out splits).
+    Otherwise streamed: `tsv.scan` reads every shard once in bounded memory
+    (counts, checks, hash-carved held-out sets, the tokenizer sample) and
+    its result, but the sample, is kept in `work_dir/corpus.json`, so a
+    resumed run does not read the corpus again.
+
+    Returns:
+        dict: `"splits"` (`validation`, `test`, perhaps `held_out` and, in
+        memory, `train`), `"sample"` (sources, targets) for the tokenizers,
+        `"files"` (None in memory) and `"train_pairs"`.
+    """
     if args.dataset == "dates":
-        return dates.load(num_examples=(config.train_size or 48000) * 21 // 20, seed=args.seed,
-                          tatoeba_path=SHARED_TATOEBA)
+        splits = dates.load(num_examples=(config.train_size or 48000) * 21 // 20, seed=args.seed,
+                            tatoeba_path=SHARED_TATOEBA)
+        return {"splits": splits, "sample": _sample(splits["train"], args), "files": None,
+                "train_pairs": len(splits["train"][0])}
     try:
-        return tsv.load(args.dataset, reverse=args.reverse, seed=args.seed, train_size=config.train_size or None)
+        files = tsv.corpus_files(args.dataset)
+        given = {split: getattr(args, split) for split in ("validation", "test") if getattr(args, split)}
+        if tsv.is_small(files) and not given:
+            splits = tsv.load(files[0], reverse=args.reverse, seed=args.seed, train_size=config.train_size or None)
+            return {"splits": splits, "sample": _sample(splits["train"], args), "files": None,
+                    "train_pairs": len(splits["train"][0])}
+        splits = {split: tsv.read_pairs(path, reverse=args.reverse)[:2] for split, path in given.items()}
+        cached = os.path.join(work_dir, "corpus.json")
+        have_tokenizers = os.path.exists(os.path.join(work_dir, "tokenizers", "tokenizers.json"))
+        if have_tokenizers and os.path.exists(cached):
+            with open(cached, encoding="utf-8") as file:
+                scanned = json.load(file)
+            scanned["sample"] = ([], [])
+        else:
+            scanned = tsv.scan(files, reverse=args.reverse, sample_size=args.tokenizer_sample, seed=args.seed,
+                               carve=[split for split in ("validation", "test") if split not in given])
+            with open(cached + ".tmp", "w", encoding="utf-8") as file:
+                json.dump({key: value for key, value in scanned.items() if key != "sample"}, file, ensure_ascii=False)
+            os.replace(cached + ".tmp", cached)
     except tsv.DatasetError as error:
         raise SystemExit(str(error)) from None
+    splits.update({split: tuple(scanned[split]) for split in ("validation", "test") if split in scanned})
+    for split in ("validation", "test"):
+        if not splits[split][0]:
+            raise SystemExit(f"The corpus gave no {split} pairs; give --{split} FILE.")
+    return {"splits": splits, "sample": tuple(scanned["sample"]), "files": files, "train_pairs": scanned["train_pairs"],
+            "lines": scanned["lines"]}
 
 
-def make_tokenizers(config, splits, work_dir):
-    """Learned from the training split; reused from the work dir when resuming."""
+def _sample(train, args):
+    """A seeded sample of at most `--tokenizer-sample` training pairs (all of them when fewer)."""
+    sources, targets = train
+    if len(sources) <= args.tokenizer_sample:
+        return sources, targets
+    chosen = sorted(random.Random(args.seed).sample(range(len(sources)), args.tokenizer_sample))
+    return [sources[i] for i in chosen], [targets[i] for i in chosen]
+
+
+def make_tokenizers(config, sample, work_dir):
+    """Learned from the training pairs' sample; reused from the work dir when resuming."""
     saved = os.path.join(work_dir, "tokenizers")
     if os.path.exists(os.path.join(saved, "tokenizers.json")):
         return load_tokenizers(saved)
-    sources, targets = splits["train"]
+    sources, targets = sample
     if config.tokenizer == "character":
         source = CharacterTokenizer.train(sources, fold=config.fold_source)
         target = CharacterTokenizer.train([t for t in targets if t])
     elif config.shared_vocabulary:
-        source = target = SentencePieceTokenizer.train(sources + targets, config.vocab_size)
+        source = target = SentencePieceTokenizer.train(list(sources) + list(targets), config.vocab_size)
     else:
         source = SentencePieceTokenizer.train(sources, config.vocab_size)
         target = SentencePieceTokenizer.train(targets, config.vocab_size)
     save_tokenizers(saved, source, target)
     return source, target
+
+
+class TrainingData:
+    """The training stream's parts: where examples come from, epoch length, batch shapes.
+
+    In memory the training pairs are tokenised once (`pipeline.encode_pairs`)
+    and reshuffled every pass; streamed, lines are read and tokenised as
+    they are trained on. The epoch length, when `--steps-per-epoch` does not
+    give it, is about one pass, estimated from the token lengths of (a part
+    of) the tokenizers' sample or of the in-memory pairs.
+    """
+
+    def __init__(self, corpus, config, args, tokenizers):
+        self.config, self.args, self.tokenizers = config, args, tokenizers
+        self.files, self.batching = corpus["files"], batching(config)
+        if self.files is None:
+            source_ids, target_ids, self.dropped = pipeline.encode_pairs(
+                *corpus["splits"]["train"], *tokenizers, config.max_length)
+            self.examples = pipeline.examples_in_memory(source_ids, target_ids, seed=args.seed)
+            lengths = (source_ids.row_lengths().numpy(), target_ids.row_lengths().numpy())
+            train_pairs = int(source_ids.nrows())
+        else:
+            sample = [list(side[:20000]) for side in corpus["sample"]] if corpus["sample"][0] else None
+            if sample is None:  # resumed: the sample was not kept; the held-out pairs stand in for it
+                sample = [list(side) for side in corpus["splits"]["validation"]]
+            ids = [tokenizer.tokenize(tf.constant(side)).row_lengths().numpy() for tokenizer, side in zip(tokenizers, sample)]
+            lengths = (ids[0], ids[1] + 2)  # start and end
+            train_pairs, self.dropped = corpus["train_pairs"], None
+        self.one_pass, per_step = pipeline.steps_for_one_pass(*lengths, train_pairs, config.max_length, **self.batching)
+        self.steps_per_epoch = args.steps_per_epoch or self.one_pass
+        examples_per_epoch = self.steps_per_epoch * per_step
+        if self.files is not None:  # the offsets are raw lines: held-out, malformed and too-long lines included
+            fits = np.mean((lengths[0] <= config.max_length) & (lengths[1] <= config.max_length))
+            examples_per_epoch *= corpus["lines"] / corpus["train_pairs"] / max(fits, 1e-6)
+        self.examples_per_epoch = int(math.ceil(examples_per_epoch))
+
+    def examples_from(self, offset, input_context=None):
+        if self.files is None:
+            examples = self.examples
+            if input_context is not None and input_context.num_input_pipelines > 1:
+                examples = examples.shard(input_context.num_input_pipelines, input_context.input_pipeline_id)
+            return examples.skip(offset)
+        return pipeline.examples_from_files(
+            self.files, *self.tokenizers, self.config.max_length, reverse=self.args.reverse, seed=self.args.seed,
+            skip_lines=offset, input_context=input_context)
+
+    def stream(self, first_epoch=0, skip_steps=0, epochs=None, input_context=None, num_replicas=1):
+        """`pipeline.training_stream` from epoch `first_epoch`, step `skip_steps` on."""
+        return pipeline.training_stream(
+            lambda offset: self.examples_from(offset, input_context), self.config.max_length, self.steps_per_epoch,
+            self.examples_per_epoch, first_epoch=first_epoch, epochs=epochs, skip_steps=skip_steps,
+            shuffle_buffer=0 if self.files is None else self.args.shuffle_buffer, seed=self.args.seed,
+            num_replicas=num_replicas, **self.batching)
 
 
 def make_strategy(name):
@@ -151,33 +293,79 @@ def make_strategy(name):
     return tf.distribute.get_strategy()  # the default: no distribution wrapper around the data
 
 
-def fingerprint(splits, tokenizers):
+def fingerprint(corpus, tokenizers):
     """A checksum of the training data and vocabularies, compared across workers."""
-    text = json.dumps([splits["train"][0][:100], splits["train"][1][-100:], len(splits["train"][0])])
+    train = corpus["splits"].get("train", ([], []))
+    text = json.dumps([train[0][:100], train[1][-100:], corpus["train_pairs"], corpus["files"]])
     for tokenizer in tokenizers:
         text += "\n".join(tokenizer.id_to_token(range(tokenizer.vocab_size)))
     return zlib.crc32(text.encode("utf-8"))
 
 
-def train_multi_worker(model, strategy, config, encoded, args, work_dir):
-    """`model.fit`'s part under MultiWorkerMirroredStrategy (training.distributed says why)."""
+def train_multi_worker(model, strategy, config, data, validation, args, work_dir):
+    """`model.fit`'s part under MultiWorkerMirroredStrategy (training.distributed says why).
 
-    def make_dataset(split, input_context):
-        return pipeline.make_dataset(
-            *encoded[split][:2], config.batch_size, config.max_length,
-            shuffle=split == "train", seed=args.seed, input_context=input_context,
-        )
+    Every worker streams its own share (`TrainingData.stream`'s input
+    context: its files, or every n-th line) and runs the same number of
+    steps. The loop resumes at the start of the epoch its checkpoint
+    records, the data from that epoch's offset.
+    """
 
+    def make_dataset(split, input_context, first_epoch=0):
+        replicas = strategy.num_replicas_in_sync
+        if split == "train":
+            return data.stream(first_epoch=first_epoch, input_context=input_context, num_replicas=replicas)
+        examples = pipeline.examples_in_memory(*validation, repeat=False).shard(
+            input_context.num_input_pipelines, input_context.input_pipeline_id).repeat()
+        return pipeline.batches(examples, config.max_length, drop_remainder=True, num_replicas=replicas,
+                                **data.batching).prefetch(tf.data.AUTOTUNE)
+
+    validation_steps = pipeline.steps_for_one_pass(
+        validation[0].row_lengths().numpy(), validation[1].row_lengths().numpy(), int(validation[0].nrows()),
+        config.max_length, **data.batching)[0]
     return distributed.fit(
         model, strategy, make_dataset,
         epochs=config.epochs,
-        steps_per_epoch=distributed.steps(int(encoded["train"][0].nrows()), config.batch_size),
-        validation_steps=distributed.steps(int(encoded["validation"][0].nrows()), config.batch_size),
+        steps_per_epoch=data.steps_per_epoch,
+        validation_steps=validation_steps,
         work_dir=work_dir,
         best_weights=os.path.join(work_dir, "best.weights.h5"),
         early_stopping_patience=config.early_stopping_patience,
         jit_compile=args.jit_compile,
     )
+
+
+def train_single(model, data, validation_data, config, args, work_dir, held_out_translation):
+    """`model.fit` over the stream, resumable at any backed-up step; returns the checkpoints callback."""
+    backup = callbacks_lib.StepBackup(os.path.join(work_dir, "backup"), every_steps=args.backup_every)
+    first_epoch, skip_steps = backup.restore(model)
+    select_by_score = config.select_by == "bleu"
+    checkpoints = callbacks_lib.EpochCheckpoints(
+        os.path.join(work_dir, "checkpoints"),
+        monitor=held_out_translation.monitor if select_by_score else "val_loss",
+        mode="max" if select_by_score else "min",
+        keep=config.average_last, patience=config.early_stopping_patience,
+    )
+    # Order matters: scores and rates enter the logs before the checkpoints,
+    # the backup and TensorBoard read them (the progress bar comes last).
+    callbacks = [held_out_translation, callbacks_lib.Throughput(), checkpoints, backup,
+                 keras.callbacks.TensorBoard(os.path.join(work_dir, "logs"))]
+    if checkpoints.state["wait"] and config.early_stopping_patience and \
+            checkpoints.state["wait"] >= config.early_stopping_patience:
+        first_epoch = config.epochs  # it had stopped early before the kill
+    # A run resumed mid-epoch first trains that epoch's remaining steps, its
+    # stream skipping what was trained; then the whole epochs that are left.
+    if skip_steps and first_epoch < config.epochs:
+        model.fit(data.stream(first_epoch, skip_steps, epochs=first_epoch + 1), validation_data=validation_data,
+                  initial_epoch=first_epoch, epochs=first_epoch + 1, steps_per_epoch=data.steps_per_epoch - skip_steps,
+                  callbacks=callbacks, shuffle=False)
+        first_epoch += 1
+    if first_epoch < config.epochs and not model.stop_training:
+        model.fit(data.stream(first_epoch, epochs=config.epochs), validation_data=validation_data,
+                  initial_epoch=first_epoch, epochs=config.epochs, steps_per_epoch=data.steps_per_epoch,
+                  callbacks=callbacks, shuffle=False)
+    backup.finish()
+    return checkpoints
 
 
 def translate_all(translate, texts, batch_size=256):
@@ -187,6 +375,23 @@ def translate_all(translate, texts, batch_size=256):
         batch = tf.constant(texts[start : start + batch_size])
         outputs += [t.decode("utf-8") for t in translate(batch)["translation"].numpy()]
     return outputs
+
+
+HELD_OUT_TRANSLATED = 500  # validation sources translated after every epoch
+
+
+def held_out_scores(translate, kind, validation):
+    """The per-epoch validation scores through the export's greedy decoding: BLEU and chrF, or exact match for dates."""
+
+    def score(hypotheses, references):
+        metrics = evaluate.evaluate(kind, hypotheses, references)
+        keep = ("bleu", "chrf") if kind == "text" else ("exact_match",)
+        return {key: metrics[key] for key in keep}
+
+    sources, references = (list(side[:HELD_OUT_TRANSLATED]) for side in validation)
+    callback = callbacks_lib.HeldOutTranslation(translate, sources, references, score)
+    callback.monitor = "val_bleu" if kind == "text" else "val_exact_match"
+    return callback
 
 
 def _examples(sources, references, translations, count):
@@ -208,8 +413,9 @@ class ExportEvaluation:
 
     PROBE_SIZE = 32
 
-    def __init__(self, translator, kind, samples, test, beam, started, held_out=None):
+    def __init__(self, translator, kind, samples, test, beam, started, held_out=None, extra_metrics=None):
         self.kind, self.samples, self.beam, self.started = kind, samples, beam, started
+        self.extra_metrics = extra_metrics or {}
         self.test_sources, self.test_references = test
         self.held_out = held_out or {}  # name → (sources, references), greedy only
         self.probe = list(samples) + list(self.test_sources[: self.PROBE_SIZE])
@@ -248,6 +454,7 @@ class ExportEvaluation:
             self.metrics["held_out"] = evaluate.held_out_sets(held_out)
         if self.beam:
             self.metrics["beam_search"] = evaluate.evaluate(self.kind, reloaded[beam][n:], self.test_references)
+        self.metrics.update(self.extra_metrics)
         self.metrics["train_seconds"] = round(time.time() - self.started, 1)
         self.sample_outputs = reloaded[greedy][: len(self.samples)]
         examples = _examples(self.test_sources, self.test_references, test_outputs, 10)
@@ -308,25 +515,25 @@ def train_and_evaluate(**options):
         keras.config.set_dtype_policy(f"mixed_{args.mixed_precision}")
     started = time.time()
 
-    splits = load_splits(args, config)
-    source_tokenizer, target_tokenizer = make_tokenizers(config, splits, own_work_dir)
+    corpus = load_corpus(args, config, own_work_dir)
+    splits = corpus["splits"]
+    source_tokenizer, target_tokenizer = make_tokenizers(config, corpus["sample"], own_work_dir)
     if multi_worker:
         distributed.check_same_on_every_worker(
-            strategy, fingerprint(splits, (source_tokenizer, target_tokenizer)), "data or vocabularies"
+            strategy, fingerprint(corpus, (source_tokenizer, target_tokenizer)), "data or vocabularies"
         )
-    encoded = {
-        split: pipeline.encode_pairs(*splits[split], source_tokenizer, target_tokenizer, config.max_length)
-        for split in ("train", "validation")
-    }
+    data = TrainingData(corpus, config, args, (source_tokenizer, target_tokenizer))
+    validation = pipeline.encode_pairs(*splits["validation"], source_tokenizer, target_tokenizer, config.max_length)
+    where = "in memory" if corpus["files"] is None else f"streamed from {len(corpus['files'])} file(s)"
+    dropped = "" if data.dropped is None else f" ({data.dropped} too long for max_length {config.max_length}, dropped)"
     print(
-        f"Data: {name}, {len(splits['train'][0])} train / {len(splits['validation'][0])} validation / "
-        f"{len(splits['test'][0])} test pairs ({encoded['train'][2]} too long for max_length "
-        f"{config.max_length}, dropped); vocabularies {source_tokenizer.vocab_size} / {target_tokenizer.vocab_size}",
+        f"Data: {name}, {corpus['train_pairs']} train{dropped} / {len(splits['validation'][0])} validation / "
+        f"{len(splits['test'][0])} test pairs, {where}; vocabularies {source_tokenizer.vocab_size} / "
+        f"{target_tokenizer.vocab_size}; {data.steps_per_epoch} steps an epoch of "
+        + (f"about {config.batch_tokens} tokens" if config.batch_tokens else f"{config.batch_size} examples")
+        + ("" if args.steps_per_epoch else " (about one pass)"),
         flush=True,
     )
-    if not multi_worker:
-        train_data = pipeline.make_dataset(*encoded["train"][:2], config.batch_size, config.max_length, shuffle=True, seed=args.seed)
-        validation_data = pipeline.make_dataset(*encoded["validation"][:2], config.batch_size, config.max_length)
 
     model_config = tf_transformer.TransformerConfig.preset(
         config.preset,
@@ -342,25 +549,11 @@ def train_and_evaluate(**options):
         model.compile(
             optimizer=schedules.paper_optimizer(model_config.d_model, config.warmup_steps, config.learning_rate_scale),
             loss=losses.MaskedSparseCategoricalCrossentropy(label_smoothing=config.label_smoothing),
-            metrics=[metrics.MaskedAccuracy()],
+            metrics=[metrics.MaskedAccuracy(), callbacks_lib.TargetTokens(real=True),
+                     callbacks_lib.TargetTokens(real=False)],
             jit_compile=args.jit_compile,
         )
     print(f"Model: {model.count_params():,} parameters ({model_config}); work dir {work_dir}", flush=True)
-    if multi_worker:
-        train_multi_worker(model, strategy, config, encoded, args, work_dir)  # ends with the best weights
-    else:
-        best_weights = os.path.join(work_dir, "best.weights.h5")
-        callbacks = [
-            callbacks_lib.BackupAndRestore(os.path.join(work_dir, "backup")),
-            keras.callbacks.ModelCheckpoint(best_weights, monitor="val_loss", save_best_only=True, save_weights_only=True),
-            keras.callbacks.TensorBoard(os.path.join(work_dir, "logs")),
-        ]
-        if config.early_stopping_patience:
-            callbacks.append(keras.callbacks.EarlyStopping(monitor="val_loss", patience=config.early_stopping_patience))
-        # shuffle=False: the pipeline shuffles (and buckets) the data itself.
-        model.fit(train_data, validation_data=validation_data, epochs=config.epochs, callbacks=callbacks, shuffle=False)
-        if os.path.exists(best_weights):
-            model.load_weights(best_weights)
 
     kind = "dates" if args.dataset == "dates" else "text"
     samples = SAMPLES[kind]
@@ -368,8 +561,30 @@ def train_and_evaluate(**options):
         model, source_tokenizer, target_tokenizer, max_output_length=config.max_output_length or None,
         postprocess=dates.valid_date_or_empty if kind == "dates" else None,  # "" for what is not a calendar date
     )
+    without_averaging = None
+    if multi_worker:
+        train_multi_worker(model, strategy, config, data, validation[:2], args, work_dir)  # ends with the best weights
+    else:
+        held_out_translation = held_out_scores(translator.translate, kind, splits["validation"])
+        validation_data = pipeline.evaluation_batches(*validation[:2], config.max_length, **data.batching)
+        checkpoints = train_single(model, data, validation_data, config, args, work_dir, held_out_translation)
+        if os.path.exists(checkpoints.best_path):
+            model.load_weights(checkpoints.best_path)
+        averaged = checkpoints.last(config.average_last)
+        if config.average_last > 1 and len(averaged) > 1:
+            # The kept epoch's score, to set beside the averaged export's.
+            without_averaging = {
+                "measured": "in the training process, greedy, with the Translator the export is made of, on the test split",
+                "kept_epoch": checkpoints.state["best_epoch"],
+                **evaluate.evaluate(kind, translate_all(translator.translate, list(splits["test"][0])), splits["test"][1]),
+            }
+            callbacks_lib.average_weights(model, averaged)
+            without_averaging["averaged_epochs"] = checkpoints.state["epochs"][-config.average_last:]
+            print(f"Averaged the weights of epochs {without_averaging['averaged_epochs']}", flush=True)
+
     evaluation = ExportEvaluation(translator, kind, samples, splits["test"], beam=config.eval_beam_size > 1,
-                                  started=started, held_out=splits.get("held_out"))
+                                  started=started, held_out=splits.get("held_out"),
+                                  extra_metrics={"without_averaging": without_averaging} if without_averaging else None)
     path = tf_transformer.export.export(
         model, source_tokenizer, target_tokenizer, distributed.write_path(export_dir, strategy), translator=translator,
         extra_files={"training_config.json": {"training": dataclasses.asdict(config), "model": model_config.to_dict()}},

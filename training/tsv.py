@@ -1,7 +1,32 @@
-"""Any `source<TAB>target` file (the Tatoeba/Anki format) as a dataset."""
+"""`source<TAB>target` corpora (the Tatoeba/Anki format): one small file in memory, or shards streamed.
 
+A corpus is a `.tsv`, a `.tsv.gz`, a directory of them or a glob of shards
+(`corpus_files`). A single small plain file keeps the in-memory splits of
+`load`; anything else is streamed (`training.pipeline.examples_from_files`)
+after one bounded-memory pass, `scan`, that counts and checks every file,
+carves the held-out sets by a hash of the source sentence and draws the
+tokenizers' sample.
+"""
+
+import glob
+import gzip
 import os
 import random
+
+# A single plain .tsv up to this size is read into memory whole (`load`):
+# exactly-sized, seeded held-out splits, as for the shared Tatoeba pairs.
+IN_MEMORY_BYTES = 64 * 1024 * 1024
+
+# Held-out sets of a streamed corpus: a source sentence whose hash bucket
+# (of HASH_BUCKETS) is below TEST_BUCKETS is a test sentence, below
+# HELD_OUT_BUCKETS a validation one, whichever shard it is in. The rule
+# depends on the sentence alone, so adding shards never moves a sentence
+# between splits, and a sentence (all its translations) is in one split.
+# Only the first `test_size` / `validation_size` of each are kept; the rest
+# of those buckets (1 % of the corpus) is trained on by no one.
+HASH_BUCKETS = 1000
+TEST_BUCKETS = 5
+HELD_OUT_BUCKETS = 10
 
 
 class DatasetError(ValueError):
@@ -26,33 +51,161 @@ def read_pairs(path, reverse=False, max_reported=10):
             more than 1 % of its lines are malformed (a wrong file or
             format, not noise: we never silently drop a corpus).
     """
+    sources, targets, malformed = [], [], []
+    for pair in iter_pairs(path, reverse, malformed):
+        sources.append(pair[0])
+        targets.append(pair[1])
+    check_malformed(path, len(sources), malformed, max_reported)
+    return sources, targets, malformed
+
+
+def open_text(path):
+    """A UTF-8 text file, gunzipped on the fly when it ends in `.gz`."""
     if not os.path.isfile(path):
         raise DatasetError(f"Dataset file not found: {path}")
-    sources, targets, malformed = [], [], []
-    with open(path, encoding="utf-8") as file:
+    if path.endswith(".gz"):
+        return gzip.open(path, "rt", encoding="utf-8")
+    return open(path, encoding="utf-8")
+
+
+def parse_line(line, reverse=False):
+    """`(source, target)` of one line, or None when it has fewer than two non-empty columns.
+
+    The same rule as the streamed pipeline's in-graph `pipeline.parse_lines`.
+    """
+    columns = line.rstrip("\n").rstrip("\r").split("\t")
+    if len(columns) < 2 or not columns[0].strip() or not columns[1].strip():
+        return None
+    source, target = columns[0].strip(), columns[1].strip()
+    return (target, source) if reverse else (source, target)
+
+
+def iter_pairs(path, reverse=False, malformed=None):
+    """Yields the pairs of one file, streamed; numbers of malformed lines are appended to `malformed`."""
+    with open_text(path) as file:
         for number, line in enumerate(file, start=1):
-            line = line.rstrip("\n").rstrip("\r")
             if not line.strip():
                 continue
-            columns = line.split("\t")
-            if len(columns) < 2 or not columns[0].strip() or not columns[1].strip():
-                malformed.append(number)
+            pair = parse_line(line, reverse)
+            if pair is None:
+                if malformed is not None:
+                    malformed.append(number)
                 continue
-            source, target = columns[0].strip(), columns[1].strip()
-            if reverse:
-                source, target = target, source
-            sources.append(source)
-            targets.append(target)
-    if not sources and not malformed:
+            yield pair
+
+
+def check_malformed(path, good, malformed, max_reported=10):
+    """Raises `DatasetError` for an empty file, or one with no pair or more than 1 % malformed lines."""
+    if not good and not malformed:
         raise DatasetError(f"Dataset file is empty: {path}")
-    total = len(sources) + len(malformed)
-    if not sources or len(malformed) > 0.01 * total:
-        shown = ", ".join(map(str, malformed[:max_reported])) + (" …" if len(malformed) > max_reported else "")
+    total = good + len(malformed)
+    if not good or len(malformed) > 0.01 * total:
         raise DatasetError(
             f"{path}: {len(malformed)} of {total} lines are not `source<TAB>target` "
-            f"(lines {shown}). Is this a tab-separated file of pairs?"
+            f"(lines {shown_lines(malformed, max_reported)}). Is this a tab-separated file of pairs?"
         )
-    return sources, targets, malformed
+
+
+def shown_lines(numbers, max_reported=10):
+    return ", ".join(map(str, numbers[:max_reported])) + (" …" if len(numbers) > max_reported else "")
+
+
+def corpus_files(spec):
+    """The shard files `--dataset` names: a file, a directory of `.tsv`/`.tsv.gz` files, or a quoted glob.
+
+    Raises:
+        DatasetError: nothing matches, naming `spec`.
+    """
+    if os.path.isdir(spec):
+        files = [os.path.join(spec, name) for name in os.listdir(spec) if name.endswith((".tsv", ".tsv.gz"))]
+        where = f"the directory {spec} holds no .tsv or .tsv.gz file"
+    elif glob.has_magic(spec):
+        files = [path for path in glob.glob(spec) if os.path.isfile(path)]
+        where = f"no file matches the pattern {spec!r}"
+    else:
+        files = [spec] if os.path.isfile(spec) else []
+        where = f"Dataset file not found: {spec}"
+    if not files:
+        raise DatasetError(where[0].upper() + where[1:])
+    return sorted(files)
+
+
+def is_small(files):
+    """One plain file small enough for `load`'s in-memory splits."""
+    return len(files) == 1 and not files[0].endswith(".gz") and os.path.getsize(files[0]) <= IN_MEMORY_BYTES
+
+
+def hash_buckets(sources):
+    """Each source's bucket of `HASH_BUCKETS`, by TensorFlow's fingerprint: the same op the stream runs."""
+    import tensorflow as tf  # here: the rest of this module reads files without TensorFlow
+
+    return tf.strings.to_hash_bucket_fast(tf.constant(sources, tf.string), HASH_BUCKETS).numpy().tolist()
+
+
+def scan(files, reverse=False, validation_size=500, test_size=1000, sample_size=1_000_000, carve=("validation", "test"),
+         seed=0, chunk=8192, log=print):
+    """One pass over a streamed corpus in bounded memory: counts, checks, held-out sets, tokenizer sample.
+
+    Every file is read once, line by line. Each is checked as `read_pairs`
+    checks one (malformed lines named per file; more than 1 % is an error
+    naming the file). Held-out pairs are those of `HASH_BUCKETS`' rule
+    (module docstring), kept up to `validation_size` / `test_size` for the
+    splits named in `carve` (a split given as its own file is not carved).
+    Training pairs are sampled uniformly, `sample_size` of them, with a
+    seeded reservoir (Algorithm R); memory holds only the sample and the
+    held-out sets, whatever the corpus size.
+
+    Returns:
+        dict: `"train_pairs"` (training pairs in the corpus), `"lines"`,
+        `"malformed"` (per file), `"validation"` / `"test"` (sources,
+        targets) lists for the carved splits, `"sample"` (sources, targets).
+    """
+    rng = random.Random(seed)
+    sample, train_pairs, lines = [], 0, 0
+    held_out = {"test": [], "validation": []}
+    wanted = {"test": test_size if "test" in carve else 0, "validation": validation_size if "validation" in carve else 0}
+    malformed_by_file = {}
+
+    def route(pairs):
+        nonlocal train_pairs
+        for pair, bucket in zip(pairs, hash_buckets([source for source, _ in pairs])):
+            split = "test" if bucket < TEST_BUCKETS else "validation" if bucket < HELD_OUT_BUCKETS else "train"
+            if split != "train":
+                if len(held_out[split]) < wanted[split]:
+                    held_out[split].append(pair)
+                continue
+            train_pairs += 1
+            if len(sample) < sample_size:
+                sample.append(pair)
+            else:
+                slot = rng.randrange(train_pairs)
+                if slot < sample_size:
+                    sample[slot] = pair
+
+    for path in files:
+        malformed, good, pending = [], 0, []
+        for pair in iter_pairs(path, reverse, malformed):
+            good += 1
+            pending.append(pair)
+            if len(pending) == chunk:
+                route(pending)
+                pending = []
+        route(pending)
+        check_malformed(path, good, malformed)
+        lines += good + len(malformed)
+        if malformed:
+            malformed_by_file[path] = len(malformed)
+            log(f"Skipped {len(malformed)} malformed line(s) of {path}: {shown_lines(malformed)}")
+    if not train_pairs:
+        raise DatasetError(f"{', '.join(files)}: no training pairs left after the held-out sets.")
+
+    def columns(pairs):
+        return [s for s, _ in pairs], [t for _, t in pairs]
+
+    return {
+        "train_pairs": train_pairs, "lines": lines, "malformed": malformed_by_file,
+        **{split: columns(held_out[split]) for split in carve}, "sample": columns(sample),
+    }
 
 
 def load(path, reverse=False, validation_size=500, test_size=1000, seed=0, train_size=None, log=print):

@@ -217,8 +217,11 @@ class Throughput(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         if logs is None:
             return
-        real, positions = (float(logs.pop(key, count)) for key, count in zip(self.KEYS, self.counts))
+        # The sums as the last training step left them: by the epoch's end the
+        # validation run has reset and reused the same metric objects.
+        real, positions = self.counts
         for key in self.KEYS:
+            logs.pop(key, None)
             logs.pop("val_" + key, None)
         seconds = max(self.last_batch - self.started, 1e-9)
         logs["real_tokens_per_second"] = round(real / seconds, 1)

@@ -2,22 +2,29 @@
 
     python -m benchmarks.input_pipeline [--tsv ../shared/data/tatoeba-eng-fra.tsv] [--threads 1]
 
-Runs what `training.train` runs before the model sees a batch, on the
-shared Tatoeba pairs read French → English with the TSV config's
-SentencePiece vocabularies, and on generated dates with the dates
-config's characters: read and parse the pairs (`training.tsv`,
-`training.dates`), tokenise them in the graph (`pipeline.encode_pairs`),
-then bucket, pad and batch them as training does (`pipeline.make_dataset`,
-shuffled, the config's batch size), iterated for `--epochs` epochs.
-Tokenizer training is not timed (it happens once per run, from a sample).
-tf.data runs on `--threads` threads (its private thread pool), so the
-figure is per core with the default 1.
+Runs what `training.train` runs before the model sees a batch, two ways:
+
+* streamed (a corpus of any size): `pipeline.training_stream` over
+  `pipeline.examples_from_files` — lines read from the file, parsed and
+  tokenised in the graph every pass, shuffled in the bounded buffer,
+  bucketed and batched (the config's token budget or batch size);
+* in memory (one small TSV, the dates): pairs tokenised once
+  (`pipeline.encode_pairs`), then the same stream over
+  `pipeline.examples_in_memory`; the one-off tokenisation is counted
+  once per pass, as if it were streamed.
+
+on the shared Tatoeba pairs read French → English with the TSV config's
+SentencePiece vocabularies, and on generated dates (written to a TSV for
+the streamed figure) with the dates config's characters. Tokenizer
+training is not timed (once per run, from a sample). tf.data runs on
+`--threads` threads (its private thread pool), so the figure is per core
+with the default 1.
 
 Counts, as users count: real target tokens are the labels that are not
 padding (what the loss is averaged over); the padding fraction is padded
-label positions ÷ all label positions of the batches. The figures are
-those of today's pipeline, which holds the corpus in memory (issue #16
-replaces it with a streamed one). Results go to
+label positions ÷ all label positions of the batches; `cores_for` is how
+many cores at this rate feed the base model's 742,000 real target tokens/s
+on an H200 (benchmarks/README.md). Results go to
 `benchmarks/results/input_pipeline.json`.
 """
 
@@ -25,6 +32,7 @@ import argparse
 import json
 import os
 import sys
+import tempfile
 import time
 
 import numpy as np
@@ -46,44 +54,56 @@ def with_threads(dataset, threads):
     return dataset.with_options(options)
 
 
-def measure(name, read, make_tokenizers, config, threads, epochs):
-    """Times read + parse, tokenise, and `epochs` passes of bucketing and batching; counts real and padded labels."""
-    started = time.perf_counter()
-    sources, targets = read()
-    read_seconds = time.perf_counter() - started
-    source_tokenizer, target_tokenizer = make_tokenizers(sources, targets)  # not timed: once per run
-    started = time.perf_counter()
-    source_ids, target_ids, _ = pipeline.encode_pairs(sources, targets, source_tokenizer, target_tokenizer,
-                                                      config.max_length)
-    tokenize_seconds = time.perf_counter() - started
-    dataset = with_threads(
-        pipeline.make_dataset(source_ids, target_ids, config.batch_size, config.max_length, shuffle=True), threads
-    )
+H200_TOKENS_PER_S = 742_000  # the base model's training rate on one H200, real target tokens (benchmarks/README.md)
+
+
+def batching_of(config):
+    return {"batch_tokens": config.batch_tokens} if config.batch_tokens else {"batch_size": config.batch_size}
+
+
+def count(dataset):
+    """Iterates `dataset`; real and padded label positions, batches and seconds."""
     real = padded = batches = 0
     started = time.perf_counter()
-    for _ in range(epochs):
-        for _, labels in dataset:
-            labels = labels.numpy()
-            real += int(np.count_nonzero(labels))
-            padded += labels.size - int(np.count_nonzero(labels))
-            batches += 1
-    batch_seconds = time.perf_counter() - started
-    total = read_seconds + tokenize_seconds * epochs + batch_seconds  # a real epoch reads and tokenises once
-    result = {
-        "pairs": len(sources),
-        "threads": threads,
-        "epochs": epochs,
-        "batches": batches,
-        "real_target_tokens": real,
-        "padding_fraction": round(padded / max(real + padded, 1), 4),
-        "seconds": {"read_and_parse": round(read_seconds, 3), "tokenize": round(tokenize_seconds, 3),
-                    "bucket_and_batch": round(batch_seconds, 3)},
-        # Read and tokenise once per epoch, as a streamed corpus would.
-        "real_target_tokens_per_s_per_thread": round(real / total / threads, 1),
-        "bucket_and_batch_only_tokens_per_s": round(real / batch_seconds, 1),
+    for _, labels in dataset:
+        labels = labels.numpy()
+        nonzero = int(np.count_nonzero(labels))
+        real, padded, batches = real + nonzero, padded + labels.size - nonzero, batches + 1
+    return real, padded, batches, time.perf_counter() - started
+
+
+def summary(real, padded, batches, seconds, threads, extra=None):
+    rate = real / seconds / threads
+    return {
+        "batches": batches, "real_target_tokens": real, "padding_fraction": round(padded / max(real + padded, 1), 4),
+        "seconds": round(seconds, 3), "real_target_tokens_per_s_per_thread": round(rate, 1),
+        "cores_for_h200": round(H200_TOKENS_PER_S / rate, 1), **(extra or {}),
     }
-    print(f"{name}: {json.dumps(result)}", flush=True)
-    return result
+
+
+def measure(name, path, reverse, make_tokenizers, config, threads, epochs, shuffle_buffer=16384):
+    """Both pipelines over the pairs of `path` for about `epochs` passes each."""
+    sources, targets, _ = tsv.read_pairs(path, reverse=reverse)
+    source_tokenizer, target_tokenizer = make_tokenizers(sources, targets)  # not timed: once per run
+    tokenizers, max_length, batching = (source_tokenizer, target_tokenizer), config.max_length, batching_of(config)
+    started = time.perf_counter()
+    source_ids, target_ids, _ = pipeline.encode_pairs(sources, targets, *tokenizers, max_length)
+    tokenize_seconds = time.perf_counter() - started
+    steps, per_step = pipeline.steps_for_one_pass(source_ids.row_lengths().numpy(), target_ids.row_lengths().numpy(),
+                                                  len(sources), max_length, **batching)
+    examples = pipeline.examples_in_memory(source_ids, target_ids)
+    in_memory = with_threads(pipeline.training_stream(lambda offset: examples.skip(offset), max_length, steps,
+                                                      int(steps * per_step), epochs=epochs, **batching), threads)
+    real, padded, batches, seconds = count(in_memory)
+    results = {"pairs": len(sources), "threads": threads, "epochs": epochs, "steps_per_epoch": steps, **batching,
+               "in_memory": summary(real, padded, batches, seconds + tokenize_seconds * epochs, threads,
+                                    {"tokenize_once_seconds": round(tokenize_seconds, 3)})}
+    streamed = with_threads(pipeline.training_stream(
+        lambda offset: pipeline.examples_from_files([path], *tokenizers, max_length, reverse=reverse, skip_lines=offset),
+        max_length, steps, int(steps * per_step), epochs=epochs, shuffle_buffer=shuffle_buffer, **batching), threads)
+    results["streamed"] = summary(*count(streamed), threads, {"shuffle_buffer": shuffle_buffer})
+    print(f"{name}: {json.dumps(results)}", flush=True)
+    return results
 
 
 def main(argv=None):
@@ -98,30 +118,23 @@ def main(argv=None):
     results = {"cpu_cores": os.cpu_count(), "tensorflow": tf.__version__}
 
     if args.tsv:
-        config = CONFIGS["tsv"]
-
-        def read_tsv():
-            sources, targets, _ = tsv.read_pairs(args.tsv, reverse=True)
-            return sources, targets
-
         results["sentencepiece"] = measure(
-            "sentencepiece (Tatoeba fr→en)", read_tsv,
+            "sentencepiece (Tatoeba fr→en)", args.tsv, True,
             lambda s, t: (SentencePieceTokenizer.train(s, args.vocab_size),
                           SentencePieceTokenizer.train(t, args.vocab_size)),
-            config, args.threads, args.epochs,
+            CONFIGS["tsv"], args.threads, args.epochs,
         )
     if args.dates:
         config = CONFIGS["dates"]
-
-        def read_dates():
-            pairs = dates.generate(args.dates)
-            return [p[0] for p in pairs], [p[1] for p in pairs]
-
-        results["characters"] = measure(
-            "characters (dates)", read_dates,
-            lambda s, t: (CharacterTokenizer.train(s, fold=config.fold_source), CharacterTokenizer.train(t)),
-            config, args.threads, args.epochs,
-        )
+        with tempfile.TemporaryDirectory(prefix="dates-") as directory:
+            path = os.path.join(directory, "dates.tsv")
+            with open(path, "w", encoding="utf-8") as file:
+                file.writelines(f"{source}\t{target}\n" for source, target in dates.generate(args.dates) if target)
+            results["characters"] = measure(
+                "characters (dates)", path, False,
+                lambda s, t: (CharacterTokenizer.train(s, fold=config.fold_source), CharacterTokenizer.train(t)),
+                config, args.threads, args.epochs,
+            )
     os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
     with open(args.output, "w", encoding="utf-8") as file:
         json.dump(results, file, indent=2)

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -79,34 +80,49 @@ def test_smoke_tsv(cli_tsv_export):
 
 
 @pytest.mark.slow
-def test_resumes_after_sigkill(tmp_path):
+def test_resumes_mid_epoch_after_sigkill(tmp_path):
+    """Killed mid-epoch after a backup, the same command resumes at that step, not at the epoch's start."""
     export_dir = str(tmp_path / "dates")
-    command = [sys.executable, "-m", "training.train", "--preset", "tiny", "--epochs", "3",
-               "--train-size", "4000", "--export-dir", export_dir]
+    command = [sys.executable, "-m", "training.train", "--preset", "tiny", "--epochs", "2", "--train-size", "4000",
+               "--backup-every", "5", "--export-dir", export_dir]
+    position = os.path.join(export_dir + ".work", "backup", "latest.json")
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
-    seen = ""
+    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
     try:
-        deadline = time.time() + 600
-        while "Epoch 2/3" not in seen and time.time() < deadline:
-            line = process.stdout.readline()
-            if not line:
+        deadline, backed_up = time.time() + 600, None
+        while time.time() < deadline and process.poll() is None:
+            try:
+                with open(position) as file:
+                    backed_up = json.load(file)
+            except (OSError, ValueError):  # not written yet, or being renamed into place
+                backed_up = None
+            if backed_up and backed_up["epoch"] == 1 and backed_up["step"] >= 10:  # in the middle of epoch 2
                 break
-            seen += line
-        assert "Epoch 2/3" in seen, seen[-3000:]
-        time.sleep(1.0)  # in the middle of epoch 2
+            time.sleep(0.02)
         process.send_signal(signal.SIGKILL)
         process.wait(timeout=60)
     finally:
         if process.poll() is None:
             process.kill()
             process.wait()
+    assert backed_up and backed_up["step"] >= 10, backed_up
     assert not os.path.exists(os.path.join(export_dir, "1"))  # killed before exporting
+    with open(position) as file:
+        backed_up = json.load(file)  # the last backup before the kill
     result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=900, env=env)
     assert result.returncode == 0, result.stderr[-3000:]
-    epochs = [line.split()[1] for line in result.stdout.splitlines() if line.startswith("Epoch ")]
-    assert epochs and epochs[0] == "2/3", epochs  # resumed past epoch 1, not from zero
+    output = re.sub(r"\x1b\[[0-9;]*m", "", result.stdout.replace("\r", "\n"))  # the bar's colours
+    epoch, step = backed_up["epoch"] + 1, backed_up["step"]
+    assert f"Resuming from the backup at epoch {epoch}, step {step}" in output
+    assert step > 0
+    lines = output.splitlines()
+    first = lines.index(f"Epoch {epoch}/2")
+    steps_per_epoch = int(re.search(r"(\d+) steps an epoch", output).group(1))
+    totals = {int(m.group(1)) for line in lines[first + 1 : first + 4] for m in re.finditer(r"\d+/(\d+) ", line)}
+    assert totals == {steps_per_epoch - step}, totals  # only the epoch's remaining steps are trained
+    assert "Epoch 1/2" not in output  # nothing redone before it
     assert evaluation(export_dir)["metrics"]["examples"] > 0
+    assert not os.path.exists(os.path.dirname(position))  # the finished run's backup is gone
 
 
 @pytest.mark.slow

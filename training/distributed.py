@@ -9,14 +9,14 @@ same parts: the compiled model, its loss, optimizer (learning-rate schedule
 included) and `metrics.masked_hits` (MaskedAccuracy's count), the same input
 pipeline, the same `Epoch N/M` progress lines, best weights on `val_loss`,
 early stopping, TensorBoard scalars, and `tf.train.CheckpointManager` in
-place of `BackupAndRestore`.
+place of `callbacks.StepBackup` (so it resumes at an epoch's start, not mid-epoch).
 
 Workers write only their own files, as TensorFlow's multi-worker guide
 prescribes: the chief writes the real paths; any other worker writes a
 twin under `workertemp_<task>_<id>/` beside them and deletes it. A worker
 killed mid-training is restarted with the same command, and every worker
 resumes from the chief's last checkpoint (the work dir must therefore be
-shared, or the same path on every host, as for `BackupAndRestore`).
+shared, or the same path on every host, as for `StepBackup`).
 """
 
 import contextlib
@@ -124,9 +124,10 @@ def fit(model, strategy, make_dataset, *, epochs, steps_per_epoch, validation_st
 
     Args:
         model: a model compiled under `strategy.scope()` (loss, optimizer).
-        make_dataset: `(split, input_context) -> tf.data.Dataset` of this
-            worker's share, repeated, batched per replica (see
-            `pipeline.make_dataset`'s `input_context`).
+        make_dataset: `(split, input_context, first_epoch=0) ->
+            tf.data.Dataset` of this worker's share, endless, batched per
+            replica (see `pipeline.examples_from_files`' `input_context`);
+            training data from `first_epoch` on.
         steps_per_epoch, validation_steps: steps every worker runs, the
             same on all of them (an uneven number would leave a worker
             waiting on a collective for ever).
@@ -147,7 +148,9 @@ def fit(model, strategy, make_dataset, *, epochs, steps_per_epoch, validation_st
         log(f"Resuming from {restored} (epoch {int(epoch.numpy())} done)")
     manager = tf.train.CheckpointManager(checkpoint, write_path(checkpoint_dir, strategy), max_to_keep=2)
 
-    train = strategy.distribute_datasets_from_function(lambda context: make_dataset("train", context))
+    # The stream starts at the restored epoch's offset (`pipeline.training_stream`).
+    first_epoch = int(epoch.numpy())
+    train = strategy.distribute_datasets_from_function(lambda context: make_dataset("train", context, first_epoch))
     validation = strategy.distribute_datasets_from_function(lambda context: make_dataset("validation", context))
 
     def gradients(x, y):

@@ -91,7 +91,7 @@ def measure(name, path, reverse, make_tokenizers, config, threads, epochs, shuff
     tokenize_seconds = time.perf_counter() - started
     steps, per_step = pipeline.steps_for_one_pass(source_ids.row_lengths().numpy(), target_ids.row_lengths().numpy(),
                                                   len(sources), max_length, **batching)
-    examples = pipeline.examples_in_memory(source_ids, target_ids)
+    examples = pipeline.examples_in_memory(source_ids, target_ids, max_length)
     in_memory = with_threads(pipeline.training_stream(lambda offset: examples.skip(offset), max_length, steps,
                                                       int(steps * per_step), epochs=epochs, **batching), threads)
     real, padded, batches, seconds = count(in_memory)

@@ -222,7 +222,7 @@ def test_pipeline_shapes_teacher_forcing_and_bucketing(date_splits):
     lengths = pipeline.bucket_lengths(24)
     for batching in ({"batch_size": 32}, {"batch_tokens": 400}):
         rows = dict(zip(lengths, pipeline.bucket_rows(lengths, **batching)))
-        examples = pipeline.examples_in_memory(source_ids, target_ids, seed=0)
+        examples = pipeline.examples_in_memory(source_ids, target_ids, 24, seed=0)
         real = padded = 0
         for inputs, labels in pipeline.batches(examples, 24, drop_remainder=True, **batching).take(60):
             encoder, decoder = inputs["encoder_tokens"].numpy(), inputs["decoder_tokens"].numpy()

@@ -1,7 +1,7 @@
 """The tf.data input pipeline: examples → length buckets → teacher-forcing batches, an endless stream cut in epochs.
 
-Examples come from memory (`examples_in_memory`: a small corpus tokenised
-once) or from shard files (`examples_from_files`: lines read with a
+Examples — padded rows of ids, `_padded` — come from memory
+(`examples_in_memory`: a small corpus tokenised once) or from shard files (`examples_from_files`: lines read with a
 parallel interleave, parsed and tokenised in parallel maps, never held
 whole). Either way `training_stream` turns them into the batches `fit`
 trains on: shuffled (a bounded buffer), grouped by length into a small
@@ -72,15 +72,20 @@ def _tokenize(sources, targets, source_tokenizer, target_tokenizer, max_length):
     return source_ids, target_ids, keep
 
 
-def _as_vectors(dataset):
-    # Slices of a ragged tensor are typed ragged though they are plain vectors;
-    # a map gives them a dense TensorSpec, as batching needs.
-    return dataset.map(lambda s, t: (tf.identity(s), tf.identity(t)))
+def _padded(source_ids, target_ids, max_length):
+    """Ragged ids as zero-padded rows of `max_length` (source) and `max_length + 1` (target) ids.
+
+    Examples travel through tf.data as these fixed-width rows: slicing a
+    ragged tensor one example at a time cost about 25 µs an example on
+    one core, more than tokenising it; dense rows cost next to nothing.
+    """
+    return (source_ids.to_tensor(PAD, shape=[None, max_length]),
+            target_ids.to_tensor(PAD, shape=[None, max_length + 1]))
 
 
-def examples_in_memory(source_ids, target_ids, seed=0, repeat=True):
-    """`(source, target)` id vectors of a tokenised corpus: with `repeat`, endless and reshuffled every pass."""
-    dataset = _as_vectors(tf.data.Dataset.from_tensor_slices((source_ids, target_ids))).cache()
+def examples_in_memory(source_ids, target_ids, max_length, seed=0, repeat=True):
+    """`(source, target)` padded rows (`_padded`) of a tokenised corpus: with `repeat`, endless and reshuffled every pass."""
+    dataset = tf.data.Dataset.from_tensor_slices(_padded(source_ids, target_ids, max_length))
     if not repeat:
         return dataset
     return dataset.shuffle(int(source_ids.nrows()), seed=seed, reshuffle_each_iteration=True).repeat()
@@ -98,7 +103,7 @@ def parse_lines(lines, reverse=False):
 
 def examples_from_files(files, source_tokenizer, target_tokenizer, max_length, reverse=False, seed=0,
                         skip_lines=0, input_context=None, cycle_length=8, chunk=256):
-    """`(source, target)` id vectors streamed from shard files, endless; the held-out buckets left out.
+    """`(source, target)` padded rows (`_padded`) streamed from shard files, endless; the held-out buckets left out.
 
     Each pass visits the files in a new seeded order, `cycle_length` of
     them read at once (a parallel, deterministic interleave). Lines are
@@ -135,13 +140,13 @@ def examples_from_files(files, source_tokenizer, target_tokenizer, max_length, r
         ok &= tf.strings.to_hash_bucket_fast(sources, tsv.HASH_BUCKETS) >= tsv.HELD_OUT_BUCKETS
         sources, targets = tf.boolean_mask(sources, ok), tf.boolean_mask(targets, ok)
         source_ids, target_ids, keep = _tokenize(sources, targets, source_tokenizer, target_tokenizer, max_length)
-        return tf.ragged.boolean_mask(source_ids, keep), tf.ragged.boolean_mask(target_ids, keep)
+        return _padded(tf.ragged.boolean_mask(source_ids, keep), tf.ragged.boolean_mask(target_ids, keep), max_length)
 
-    examples = lines.batch(chunk).map(tokenize, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).unbatch()
-    return _as_vectors(examples)
+    return lines.batch(chunk).map(tokenize, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).unbatch()
 
 
-def batches(examples, max_length, batch_size=None, batch_tokens=None, drop_remainder=False, num_replicas=1):
+def batches(examples, max_length, batch_size=None, batch_tokens=None, drop_remainder=False, num_replicas=1, seed=0,
+            chunk=8192):
     """Teacher-forcing batches of examples of similar length.
 
     Each element is `({"encoder_tokens": [B, L], "decoder_tokens": [B, L]},
@@ -149,25 +154,77 @@ def batches(examples, max_length, batch_size=None, batch_tokens=None, drop_remai
     target[1:]` and L the smallest of `bucket_lengths(max_length)` that
     holds the source and the decoder tokens: a small fixed set of shapes.
     Rows per batch are `bucket_rows`' (divided among `num_replicas` when a
-    distributed pipeline batches per replica). With `drop_remainder`
-    (training) every batch of a length has the same rows.
+    distributed pipeline batches per replica).
+
+    With `drop_remainder` (training: an endless stream) every batch of a
+    length has the same rows, and bucketing runs on `chunk` examples at a
+    time in a few vectorised ops (`_bucketed_chunks`): tf.data's
+    per-example `group_by_window` (and `bucket_by_sequence_length`, built on
+    it) cost 4.5 ms a batch of Tatoeba pairs on one core, more than reading,
+    parsing and tokenising them. Without it (evaluation: every example once)
+    `group_by_window` keeps each length's last, smaller batch.
     """
     lengths = bucket_lengths(max_length)
     rows = [max(1, r // num_replicas) for r in bucket_rows(lengths, batch_size, batch_tokens)]
-    lengths_t, rows_t = tf.constant(lengths, tf.int64), tf.constant(rows, tf.int64)
+    if drop_remainder:
+        dataset = _bucketed_chunks(examples, max_length, lengths, rows, chunk, seed)
+    else:
+        lengths_t, rows_t = tf.constant(lengths, tf.int64), tf.constant(rows, tf.int64)
 
-    def bucket(source, target):
-        length = tf.cast(tf.maximum(tf.size(source), tf.size(target) - 1), tf.int64)
-        return tf.searchsorted(lengths_t, tf.reshape(length, [1]), side="left", out_type=tf.int64)[0]
+        def bucket(source, target):
+            length = tf.maximum(tf.math.count_nonzero(source), tf.math.count_nonzero(target) - 1)
+            return tf.searchsorted(lengths_t, tf.reshape(length, [1]), side="left", out_type=tf.int64)[0]
 
-    def batch(key, window):
-        length = lengths_t[key]
-        return window.padded_batch(rows_t[key], padded_shapes=(tf.reshape(length, [1]), tf.reshape(length + 1, [1])),
-                                   padding_values=(PAD, PAD), drop_remainder=drop_remainder)
+        def batch(key, window):
+            length = lengths_t[key]
+            return window.map(lambda s, t: (s[:length], t[: length + 1])).batch(rows_t[key])
 
-    dataset = examples.group_by_window(bucket, batch, window_size_func=lambda key: rows_t[key])
+        dataset = examples.group_by_window(bucket, batch, window_size_func=lambda key: rows_t[key])
     return dataset.map(lambda s, t: ({"encoder_tokens": s, "decoder_tokens": t[:, :-1]}, t[:, 1:]),
                        num_parallel_calls=tf.data.AUTOTUNE)
+
+
+def _bucketed_chunks(examples, max_length, lengths, rows, chunk, seed):
+    """Full batches of each length, bucketed `chunk` examples at a time; what a chunk leaves over waits for the next.
+
+    Each chunk of padded rows joins the rows left over from the
+    previous ones, is sorted by bucket (stably: the shuffled order stays
+    within a bucket) and cut into every full batch it holds; the batches
+    leave in a seeded random order, the rest (fewer than a batch per
+    length) is carried in the scan's state. Same shapes and contents as
+    grouping example by example, at a fraction of the cost.
+    """
+    lengths_t, rows_t = tf.constant(lengths, tf.int32), tf.constant(rows, tf.int32)
+    buckets = len(lengths)
+    padded = examples.batch(chunk)
+
+    def cut(state, new):
+        source, target = tf.concat([state[0], new[0]], 0), tf.concat([state[1], new[1]], 0)
+        length = tf.maximum(tf.math.count_nonzero(source, 1, dtype=tf.int32),
+                            tf.math.count_nonzero(target, 1, dtype=tf.int32) - 1)
+        bucket = tf.searchsorted(lengths_t, length, side="left")
+        order = tf.argsort(bucket, stable=True)
+        source, target, bucket = tf.gather(source, order), tf.gather(target, order), tf.gather(bucket, order)
+        counts = tf.math.bincount(bucket, minlength=buckets, maxlength=buckets)
+        full = counts // rows_t  # full batches of each length
+        first_row = tf.cumsum(counts, exclusive=True)
+        batch_bucket = tf.repeat(tf.range(buckets), full)
+        batch_number = tf.range(tf.size(batch_bucket)) - tf.repeat(tf.cumsum(full, exclusive=True), full)
+        batch_start = tf.gather(first_row, batch_bucket) + batch_number * tf.gather(rows_t, batch_bucket)
+        left = tf.range(tf.shape(bucket)[0]) - tf.gather(first_row, bucket) >= tf.gather(full * rows_t, bucket)
+        order = tf.argsort(tf.random.stateless_uniform(tf.shape(batch_bucket), seed=tf.stack([seed, state[2]])))
+        carried = (tf.boolean_mask(source, left), tf.boolean_mask(target, left), state[2] + 1)
+        return carried, (source, target, tf.gather(batch_start, order), tf.gather(batch_bucket, order))
+
+    def split(source, target, starts, bucket_ids):
+        def one(start, bucket):
+            rows_here, length = rows_t[bucket], lengths_t[bucket]
+            return source[start : start + rows_here, :length], target[start : start + rows_here, : length + 1]
+
+        return tf.data.Dataset.from_tensor_slices((starts, bucket_ids)).map(one)
+
+    empty = (tf.zeros([0, max_length], tf.int32), tf.zeros([0, max_length + 1], tf.int32), tf.constant(0, tf.int64))
+    return padded.scan(empty, cut).flat_map(split)
 
 
 def training_stream(examples_from, max_length, steps_per_epoch, examples_per_epoch, first_epoch=0, epochs=None,
@@ -188,7 +245,8 @@ def training_stream(examples_from, max_length, steps_per_epoch, examples_per_epo
         examples = examples_from(index * examples_per_epoch)
         if shuffle_buffer:
             examples = examples.shuffle(shuffle_buffer, seed=tf.cast(seed, tf.int64) * 7919 + index)
-        return batches(examples, max_length, drop_remainder=True, **batching).take(steps_per_epoch)
+        return batches(examples, max_length, drop_remainder=True, seed=tf.cast(seed, tf.int64) * 7919 + index,
+                       **batching).take(steps_per_epoch)
 
     first = epoch(tf.constant(first_epoch, tf.int64)).skip(skip_steps)
     if epochs is not None and first_epoch + 1 >= epochs:
@@ -198,13 +256,13 @@ def training_stream(examples_from, max_length, steps_per_epoch, examples_per_epo
 
 
 def evaluation_batches(source_ids, target_ids, max_length, **batching):
-    """Every held-out example once, in `batches`' shapes (remainders kept), its number of batches known.
+    """Every held-out example (ragged ids) once, in `batches`' shapes (remainders kept), its number of batches known.
 
     Keras reads a dataset of unknown length until it ends and then warns
     "Your input ran out of data" after every validation; counted once here
     (the held-out set is small) and asserted, it is read to its end silently.
     """
-    examples = examples_in_memory(source_ids, target_ids, repeat=False)
+    examples = examples_in_memory(source_ids, target_ids, max_length, repeat=False)
     dataset = batches(examples, max_length, drop_remainder=False, **batching)
     count = int(dataset.reduce(tf.constant(0, tf.int64), lambda count, _: count + 1))
     return dataset.apply(tf.data.experimental.assert_cardinality(count)).prefetch(tf.data.AUTOTUNE)

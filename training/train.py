@@ -244,7 +244,7 @@ class TrainingData:
         if self.files is None:
             source_ids, target_ids, self.dropped = pipeline.encode_pairs(
                 *corpus["splits"]["train"], *tokenizers, config.max_length)
-            self.examples = pipeline.examples_in_memory(source_ids, target_ids, seed=args.seed)
+            self.examples = pipeline.examples_in_memory(source_ids, target_ids, config.max_length, seed=args.seed)
             lengths = (source_ids.row_lengths().numpy(), target_ids.row_lengths().numpy())
             train_pairs = int(source_ids.nrows())
         else:
@@ -315,7 +315,7 @@ def train_multi_worker(model, strategy, config, data, validation, args, work_dir
         replicas = strategy.num_replicas_in_sync
         if split == "train":
             return data.stream(first_epoch=first_epoch, input_context=input_context, num_replicas=replicas)
-        examples = pipeline.examples_in_memory(*validation, repeat=False).shard(
+        examples = pipeline.examples_in_memory(*validation, config.max_length, repeat=False).shard(
             input_context.num_input_pipelines, input_context.input_pipeline_id).repeat()
         return pipeline.batches(examples, config.max_length, drop_remainder=True, num_replicas=replicas,
                                 **data.batching).prefetch(tf.data.AUTOTUNE)

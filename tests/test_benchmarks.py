@@ -163,3 +163,30 @@ def test_training_memory_does_not_grow_with_the_corpus(tmp_path):
     print("corpus size:", results)
     assert "streamed from 8 file(s)" in results["large"]["data"] and "1978474 train" in results["large"]["data"]
     assert results["memory_ratio"] <= 1.25, results
+
+
+@pytest.mark.slow
+def test_real_batches_are_written_as_the_pipeline_makes_them_and_replayed(tmp_path):
+    """The .npz holds the streamed token-budget batches (ladder lengths, rows in multiples of 8, real padding);
+    replaying it trains every model on exactly those tokens and counts the real ones."""
+    from benchmarks import real_batches
+    from training import pipeline
+
+    path = str(tmp_path / "batches.npz")
+    summary = real_batches.write(batches=6, batch_tokens=1024, max_length=32, pairs=6000, vocab_size=500, sample=3000,
+                                 output=path, log=lambda message: None)
+    loaded, batches = real_batches.load(path)
+    assert loaded == summary and len(batches) == 6
+    real = 0
+    for inputs, labels in batches:
+        rows, length = labels.shape
+        assert length in pipeline.bucket_lengths(32) and rows % 8 == 0 and rows * length <= 1024
+        np.testing.assert_array_equal(inputs["decoder_tokens"][:, 1:], labels[:, :-1])
+        real += int(np.count_nonzero(labels))
+    assert real == summary["real_target_tokens"] and 0 < summary["padding_fraction"] < 0.5
+    report = real_batches.replay(path, names=["ours", "keras_hub"], rounds=1, log=lambda message: None)
+    counted = sum(int(np.count_nonzero(labels)) for _, labels in batches[1:])
+    for row in report["training"].values():  # real tokens/s = counted real tokens over the same seconds
+        assert row["positions_per_second"] > row["median"] > 0
+        np.testing.assert_allclose(row["median"] / row["positions_per_second"],
+                                   counted / sum(labels.size for _, labels in batches[1:]), rtol=1e-9)

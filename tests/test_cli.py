@@ -164,3 +164,38 @@ def test_train_and_evaluate_is_the_command_without_its_flags(tmp_path):
     with open(os.path.join(result["export"], "assets.extra", "evaluation.json"), encoding="utf-8") as file:
         assert json.load(file)["metrics"] == result["metrics"]  # the figures of the reloaded export
     assert result["metrics"]["examples"] == 2500
+
+
+@pytest.mark.slow
+def test_streamed_shards_with_held_out_files_token_budget_bleu_selection_and_averaging(tmp_path):
+    import gzip
+
+    with open(TATOEBA, encoding="utf-8") as file:
+        lines = [line for line in file if "\t" in line]
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    for shard in range(3):
+        with gzip.open(corpus / f"part-{shard}.tsv.gz", "wt", encoding="utf-8") as out:
+            out.writelines(lines[shard * 1000 : (shard + 1) * 1000])
+    (tmp_path / "valid.tsv").write_text("".join(lines[5000:5050]), encoding="utf-8")
+    with gzip.open(tmp_path / "test.tsv.gz", "wt", encoding="utf-8") as out:
+        out.writelines(lines[6000:6060])
+    export_dir = str(tmp_path / "streamed")
+    result = run("training.train", "--dataset", str(corpus), "--reverse", "--validation", str(tmp_path / "valid.tsv"),
+                 "--test", str(tmp_path / "test.tsv.gz"), "--preset", "tiny", "--epochs", "2", "--steps-per-epoch", "8",
+                 "--batch-tokens", "256", "--select-by", "bleu", "--average-last", "2", "--tokenizer-sample", "2000",
+                 "--vocab-size", "600", "--export-dir", export_dir)
+    assert result.returncode == 0, result.stderr[-3000:]
+    output = re.sub(r"\x1b\[[0-9;]*m", "", result.stdout.replace("\r", "\n"))
+    assert "3000 train / 50 validation / 60 test pairs, streamed from 3 file(s)" in output
+    assert "8 steps an epoch of about 256 tokens" in output
+    epoch_lines = [line for line in output.splitlines() if line.startswith("8/8 ") and "val_loss" in line]
+    assert len(epoch_lines) == 2 and all("val_bleu" in l and "real_tokens_per_second" in l and "padding" in l
+                                         for l in epoch_lines)
+    assert "Unknown" not in output and "ran out of data" not in result.stderr + output
+    metrics = evaluation(export_dir)["metrics"]
+    assert metrics["examples"] == 60 and metrics["without_averaging"]["averaged_epochs"] == [1, 2]
+    with open(os.path.join(export_dir + ".work", "checkpoints", "state.json")) as file:
+        state = json.load(file)
+    logged = [float(re.search(r"val_bleu: ([\d.]+)", line).group(1)) for line in epoch_lines]
+    assert state["best"] == pytest.approx(max(logged), abs=0.01) and state["best_epoch"] == 1 + logged.index(max(logged))

@@ -378,3 +378,44 @@ def test_step_backup_resumes_mid_epoch_and_falls_back_when_the_latest_is_truncat
     os.remove(os.path.join(backup_dir, "previous.weights.h5"))
     with pytest.raises(RuntimeError, match="cannot be read"):
         StepBackup(backup_dir).restore(model())
+
+
+def test_epoch_checkpoints_keep_the_last_k_the_best_and_early_stopping_across_a_restart(tmp_path):
+    import keras
+
+    from training.callbacks import EpochCheckpoints, average_weights
+
+    def model():
+        m = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+        m.compile("sgd", "mse")
+        return m
+
+    directory = str(tmp_path / "checkpoints")
+    trained = model()
+    scores = iter([0.5, 0.9, 0.7, 0.8, 0.6])  # a score to maximise; best at epoch 2
+    checkpoints = EpochCheckpoints(directory, monitor="val_bleu", mode="max", keep=3, patience=3, log=lambda m: None)
+    checkpoints.set_model(trained)
+    weights = []
+    for epoch in range(3):
+        trained.layers[0].kernel.assign(np.full((2, 1), float(epoch), "float32"))
+        weights.append(trained.layers[0].kernel.numpy())
+        checkpoints.on_epoch_end(epoch, {"val_bleu": next(scores)})
+    # A restarted run reads the state: the best epoch and the patience count survive.
+    messages = []
+    again = EpochCheckpoints(directory, monitor="val_bleu", mode="max", keep=3, patience=3, log=messages.append)
+    assert again.state["best_epoch"] == 2 and again.state["wait"] == 1 and again.state["epochs"] == [1, 2, 3]
+    resumed = model()
+    again.set_model(resumed)
+    for epoch in (3, 4):
+        resumed.layers[0].kernel.assign(np.full((2, 1), float(epoch), "float32"))
+        again.on_epoch_end(epoch, {"val_bleu": next(scores)})
+    assert resumed.stop_training and "has not improved for 3 epochs" in messages[0]
+    assert [os.path.basename(p) for p in again.last(3)] == ["epoch-0003.weights.h5", "epoch-0004.weights.h5",
+                                                             "epoch-0005.weights.h5"]
+    assert not os.path.exists(again.path(1)) and not os.path.exists(again.path(2))  # older ones removed
+    resumed.load_weights(again.best_path)
+    np.testing.assert_array_equal(resumed.layers[0].kernel.numpy(), weights[1])  # epoch 2's weights
+    average_weights(resumed, again.last(3))  # kernels 2, 3 and 4: their mean is 3
+    np.testing.assert_allclose(resumed.layers[0].kernel.numpy(), np.full((2, 1), 3.0))
+    with pytest.raises(KeyError, match="val_bleu"):
+        again.on_epoch_end(5, {"val_loss": 1.0})

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -165,11 +166,13 @@ def test_two_workers_train_export_once_and_survive_a_kill(tmp_path):
     assert "Exported to " + os.path.join(export_dir, "1") in outputs[0]
 
     # More epochs: the job resumes after epoch 1; worker 1 is killed in epoch 3,
-    # and the job (worker 0 too, as a cluster manager would) is restarted.
+    # after a backup (every 3 steps), and the job (worker 0 too, as a cluster
+    # manager would) is restarted: it resumes at that step, not at the epoch's start.
+    arguments += ["--backup-every", "3"]
     processes, outputs = start_workers([*arguments, "--epochs", "3"])
     try:
         assert wait_for(outputs[1], "Epoch 3/3", timeout=600), "".join(outputs[1])[-3000:]
-        time.sleep(1.0)
+        time.sleep(2.0)
         processes[1].send_signal(signal.SIGKILL)
         time.sleep(5.0)
     finally:
@@ -179,7 +182,8 @@ def test_two_workers_train_export_once_and_survive_a_kill(tmp_path):
     codes, outputs = run_workers([*arguments, "--epochs", "3"])
     assert codes == [0, 0], "\n----\n".join(o[-3000:] for o in outputs)
     for output in outputs:
-        assert "Resuming from" in output and epochs_started(output) == ["3/3"], output[-3000:]
+        resumed = re.search(r"Resuming from the backup at epoch 3, step (\d+)", output)
+        assert resumed and int(resumed.group(1)) > 0 and epochs_started(output) == ["3/3"], output[-3000:]
     assert sorted(os.listdir(export_dir)) == ["1", "2"]
     assert not [p for p in tmp_path.rglob("*") if "workertemp" in p.name]
 

@@ -119,15 +119,19 @@ def restore(checkpoint, directory, log=print):
 
 
 def fit(model, strategy, make_dataset, *, epochs, steps_per_epoch, validation_steps, work_dir,
-        best_weights=None, early_stopping_patience=0, jit_compile=False, log=print):
+        best_weights=None, early_stopping_patience=0, jit_compile=False, backup_every=None, log=print):
     """`model.fit`'s job under `strategy` with a loop of our own; returns the history.
 
     Args:
         model: a model compiled under `strategy.scope()` (loss, optimizer).
-        make_dataset: `(split, input_context, first_epoch=0) ->
-            tf.data.Dataset` of this worker's share, endless, batched per
+        make_dataset: `(split, input_context, first_epoch=0, skip_steps=0)
+            -> tf.data.Dataset` of this worker's share, endless, batched per
             replica (see `pipeline.examples_from_files`' `input_context`);
-            training data from `first_epoch` on.
+            training data from step `skip_steps` of `first_epoch` on.
+        backup_every: a checkpoint every this many steps within an epoch
+            (default: a quarter of an epoch, at most 500 steps) and at each
+            epoch's end. Steps, not minutes: every worker must save at the
+            same step, since saving is collective.
         steps_per_epoch, validation_steps: steps every worker runs, the
             same on all of them (an uneven number would leave a worker
             waiting on a collective for ever).
@@ -139,18 +143,21 @@ def fit(model, strategy, make_dataset, *, epochs, steps_per_epoch, validation_st
     with strategy.scope():
         optimizer.build(model.trainable_variables)
         epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
+        step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step_in_epoch")
         best = tf.Variable(np.inf, dtype=tf.float64, trainable=False, name="best_val_loss")
         waited = tf.Variable(0, dtype=tf.int64, trainable=False, name="epochs_without_improvement")
-    checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, epoch=epoch, best=best, waited=waited)
+    checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, epoch=epoch, step=step, best=best, waited=waited)
     checkpoint_dir = os.path.join(work_dir, "checkpoints")
     restored = restore(checkpoint, checkpoint_dir, log)
+    first_epoch, skip_steps = int(epoch.numpy()), int(step.numpy())
     if restored:
-        log(f"Resuming from {restored} (epoch {int(epoch.numpy())} done)")
+        log(f"Resuming from the backup at epoch {first_epoch + 1}, step {skip_steps} ({restored})")
+    every = backup_every or max(1, min(500, steps_per_epoch // 4))
     manager = tf.train.CheckpointManager(checkpoint, write_path(checkpoint_dir, strategy), max_to_keep=2)
 
-    # The stream starts at the restored epoch's offset (`pipeline.training_stream`).
-    first_epoch = int(epoch.numpy())
-    train = strategy.distribute_datasets_from_function(lambda context: make_dataset("train", context, first_epoch))
+    # The stream continues after the restored step (`pipeline.training_stream`).
+    train = strategy.distribute_datasets_from_function(
+        lambda context: make_dataset("train", context, first_epoch, skip_steps))
     validation = strategy.distribute_datasets_from_function(lambda context: make_dataset("validation", context))
 
     def gradients(x, y):
@@ -201,22 +208,27 @@ def fit(model, strategy, make_dataset, *, epochs, steps_per_epoch, validation_st
     callbacks.on_train_begin()
     history = {"loss": [], "masked_accuracy": [], "val_loss": [], "val_masked_accuracy": []}
 
-    for index in range(int(epoch.numpy()), epochs):
+    for index in range(first_epoch, epochs):
         callbacks.on_epoch_begin(index)
         log(f"Epoch {index + 1}/{epochs}")
-        progress = keras.utils.Progbar(steps_per_epoch, stateful_metrics=["loss", "masked_accuracy"])
+        start = skip_steps if index == first_epoch else 0
+        progress = keras.utils.Progbar(steps_per_epoch - start, stateful_metrics=["loss", "masked_accuracy"])
         totals = np.zeros(3)
-        for step in range(steps_per_epoch):
+        for done, number in enumerate(range(start, steps_per_epoch), start=1):
             loss, hits, count = train_step(next(train_iterator))
             totals += [float(loss), float(hits), float(count)]
-            if step + 1 < steps_per_epoch:
-                progress.update(step + 1, [("loss", totals[0] / (step + 1)), ("masked_accuracy", totals[1] / totals[2])])
-        logs = {"loss": totals[0] / steps_per_epoch, "masked_accuracy": totals[1] / max(totals[2], 1.0)}
+            if number + 1 < steps_per_epoch:
+                progress.update(done, [("loss", totals[0] / done), ("masked_accuracy", totals[1] / totals[2])])
+                if (number + 1) % every == 0:
+                    step.assign(number + 1)
+                    manager.save()  # collective: every worker saves at this same step
+                    remove_temporary(checkpoint_dir, strategy)
+        logs = {"loss": totals[0] / max(steps_per_epoch - start, 1), "masked_accuracy": totals[1] / max(totals[2], 1.0)}
         totals = np.zeros(3)
         for _ in range(validation_steps):
             totals += [float(v) for v in validation_step(next(validation_iterator))]
         logs.update(val_loss=totals[0] / validation_steps, val_masked_accuracy=totals[1] / max(totals[2], 1.0))
-        progress.update(steps_per_epoch, list(logs.items()), finalize=True)
+        progress.update(steps_per_epoch - start, list(logs.items()), finalize=True)
         for key, value in logs.items():
             history[key].append(value)
         callbacks.on_epoch_end(index, logs)
@@ -232,6 +244,7 @@ def fit(model, strategy, make_dataset, *, epochs, steps_per_epoch, validation_st
         else:
             waited.assign_add(1)
         epoch.assign(index + 1)
+        step.assign(0)
         manager.save()  # every worker saves (the save may need them all); only the chief's stays
         remove_temporary(checkpoint_dir, strategy)
         if early_stopping_patience and int(waited.numpy()) >= early_stopping_patience:

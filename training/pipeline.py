@@ -102,14 +102,15 @@ def parse_lines(lines, reverse=False):
 
 
 def examples_from_files(files, source_tokenizer, target_tokenizer, max_length, reverse=False, seed=0,
-                        skip_lines=0, input_context=None, cycle_length=8, chunk=256):
+                        skip_lines=0, input_context=None, carved=("validation", "test"), cycle_length=8, chunk=256):
     """`(source, target)` padded rows (`_padded`) streamed from shard files, endless; the held-out buckets left out.
 
     Each pass visits the files in a new seeded order, `cycle_length` of
     them read at once (a parallel, deterministic interleave). Lines are
     parsed and tokenised `chunk` at a time in parallel maps; malformed
-    lines (counted by `tsv.scan`), held-out sentences (`tsv`'s hash rule)
-    and pairs longer than `max_length` are left out. `skip_lines` raw lines
+    lines (counted by `tsv.scan`), the sentences of the held-out splits
+    `carved` from the corpus (`tsv`'s hash rule) and pairs longer than
+    `max_length` are left out. `skip_lines` raw lines
     are skipped first (cheap: before parsing). With a
     `tf.distribute.InputContext`, each input pipeline reads its share: whole
     files when there are at least as many files as pipelines, else every
@@ -137,7 +138,11 @@ def examples_from_files(files, source_tokenizer, target_tokenizer, max_length, r
 
     def tokenize(batch):
         sources, targets, ok = parse_lines(batch, reverse)
-        ok &= tf.strings.to_hash_bucket_fast(sources, tsv.HASH_BUCKETS) >= tsv.HELD_OUT_BUCKETS
+        bucket = tf.strings.to_hash_bucket_fast(sources, tsv.HASH_BUCKETS)
+        if "test" in carved:
+            ok &= bucket >= tsv.TEST_BUCKETS
+        if "validation" in carved:
+            ok &= (bucket < tsv.TEST_BUCKETS) | (bucket >= tsv.HELD_OUT_BUCKETS)
         sources, targets = tf.boolean_mask(sources, ok), tf.boolean_mask(targets, ok)
         source_ids, target_ids, keep = _tokenize(sources, targets, source_tokenizer, target_tokenizer, max_length)
         return _padded(tf.ragged.boolean_mask(source_ids, keep), tf.ragged.boolean_mask(target_ids, keep), max_length)
@@ -244,7 +249,9 @@ def training_stream(examples_from, max_length, steps_per_epoch, examples_per_epo
     def epoch(index):
         examples = examples_from(index * examples_per_epoch)
         if shuffle_buffer:
-            examples = examples.shuffle(shuffle_buffer, seed=tf.cast(seed, tf.int64) * 7919 + index)
+            # A Python seed: tf.data's shuffle cannot take a symbolic one once a global seed is set
+            # (keras.utils.set_random_seed). Each epoch reads other lines, so one pattern is enough.
+            examples = examples.shuffle(shuffle_buffer, seed=seed)
         return batches(examples, max_length, drop_remainder=True, seed=tf.cast(seed, tf.int64) * 7919 + index,
                        **batching).take(steps_per_epoch)
 

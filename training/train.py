@@ -198,7 +198,7 @@ def load_corpus(args, config, work_dir):
         if not splits[split][0]:
             raise SystemExit(f"The corpus gave no {split} pairs; give --{split} FILE.")
     return {"splits": splits, "sample": tuple(scanned["sample"]), "files": files, "train_pairs": scanned["train_pairs"],
-            "lines": scanned["lines"]}
+            "lines": scanned["lines"], "carved": scanned["carved"]}
 
 
 def _sample(train, args):
@@ -240,7 +240,7 @@ class TrainingData:
 
     def __init__(self, corpus, config, args, tokenizers):
         self.config, self.args, self.tokenizers = config, args, tokenizers
-        self.files, self.batching = corpus["files"], batching(config)
+        self.files, self.batching, self.carved = corpus["files"], batching(config), corpus.get("carved", ())
         if self.files is None:
             source_ids, target_ids, self.dropped = pipeline.encode_pairs(
                 *corpus["splits"]["train"], *tokenizers, config.max_length)
@@ -270,7 +270,7 @@ class TrainingData:
             return examples.skip(offset)
         return pipeline.examples_from_files(
             self.files, *self.tokenizers, self.config.max_length, reverse=self.args.reverse, seed=self.args.seed,
-            skip_lines=offset, input_context=input_context)
+            skip_lines=offset, input_context=input_context, carved=self.carved)
 
     def stream(self, first_epoch=0, skip_steps=0, epochs=None, input_context=None, num_replicas=1):
         """`pipeline.training_stream` from epoch `first_epoch`, step `skip_steps` on."""
@@ -307,14 +307,15 @@ def train_multi_worker(model, strategy, config, data, validation, args, work_dir
 
     Every worker streams its own share (`TrainingData.stream`'s input
     context: its files, or every n-th line) and runs the same number of
-    steps. The loop resumes at the start of the epoch its checkpoint
-    records, the data from that epoch's offset.
+    steps. The loop resumes at the step its checkpoint records, the data
+    continuing after it (`--backup-every` steps, as in a single process).
     """
 
-    def make_dataset(split, input_context, first_epoch=0):
+    def make_dataset(split, input_context, first_epoch=0, skip_steps=0):
         replicas = strategy.num_replicas_in_sync
         if split == "train":
-            return data.stream(first_epoch=first_epoch, input_context=input_context, num_replicas=replicas)
+            return data.stream(first_epoch=first_epoch, skip_steps=skip_steps, input_context=input_context,
+                               num_replicas=replicas)
         examples = pipeline.examples_in_memory(*validation, config.max_length, repeat=False).shard(
             input_context.num_input_pipelines, input_context.input_pipeline_id).repeat()
         return pipeline.batches(examples, config.max_length, drop_remainder=True, num_replicas=replicas,
@@ -332,6 +333,7 @@ def train_multi_worker(model, strategy, config, data, validation, args, work_dir
         best_weights=os.path.join(work_dir, "best.weights.h5"),
         early_stopping_patience=config.early_stopping_patience,
         jit_compile=args.jit_compile,
+        backup_every=args.backup_every,
     )
 
 

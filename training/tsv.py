@@ -142,6 +142,11 @@ def hash_buckets(sources):
     return tf.strings.to_hash_bucket_fast(tf.constant(sources, tf.string), HASH_BUCKETS).numpy().tolist()
 
 
+def held_out_split(bucket):
+    """The split a source sentence's hash bucket puts it in when that split is carved: "test", "validation" or "train"."""
+    return "test" if bucket < TEST_BUCKETS else "validation" if bucket < HELD_OUT_BUCKETS else "train"
+
+
 def scan(files, reverse=False, validation_size=500, test_size=1000, sample_size=1_000_000, carve=("validation", "test"),
          seed=0, chunk=8192, log=print):
     """One pass over a streamed corpus in bounded memory: counts, checks, held-out sets, tokenizer sample.
@@ -150,7 +155,8 @@ def scan(files, reverse=False, validation_size=500, test_size=1000, sample_size=
     checks one (malformed lines named per file; more than 1 % is an error
     naming the file). Held-out pairs are those of `HASH_BUCKETS`' rule
     (module docstring), kept up to `validation_size` / `test_size` for the
-    splits named in `carve` (a split given as its own file is not carved).
+    splits named in `carve`; a split not carved (given as its own file)
+    leaves its buckets to training.
     Training pairs are sampled uniformly, `sample_size` of them, with a
     seeded reservoir (Algorithm R); memory holds only the sample and the
     held-out sets, whatever the corpus size.
@@ -169,8 +175,8 @@ def scan(files, reverse=False, validation_size=500, test_size=1000, sample_size=
     def route(pairs):
         nonlocal train_pairs
         for pair, bucket in zip(pairs, hash_buckets([source for source, _ in pairs])):
-            split = "test" if bucket < TEST_BUCKETS else "validation" if bucket < HELD_OUT_BUCKETS else "train"
-            if split != "train":
+            split = held_out_split(bucket)
+            if split in carve:
                 if len(held_out[split]) < wanted[split]:
                     held_out[split].append(pair)
                 continue
@@ -203,7 +209,7 @@ def scan(files, reverse=False, validation_size=500, test_size=1000, sample_size=
         return [s for s, _ in pairs], [t for _, t in pairs]
 
     return {
-        "train_pairs": train_pairs, "lines": lines, "malformed": malformed_by_file,
+        "train_pairs": train_pairs, "lines": lines, "malformed": malformed_by_file, "carved": list(carve),
         **{split: columns(held_out[split]) for split in carve}, "sample": columns(sample),
     }
 

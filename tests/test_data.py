@@ -419,3 +419,28 @@ def test_epoch_checkpoints_keep_the_last_k_the_best_and_early_stopping_across_a_
     np.testing.assert_allclose(resumed.layers[0].kernel.numpy(), np.full((2, 1), 3.0))
     with pytest.raises(KeyError, match="val_bleu"):
         again.on_epoch_end(5, {"val_loss": 1.0})
+
+
+def test_each_input_pipeline_streams_its_own_share(tmp_path):
+    """Multi-worker streaming: whole files per worker when there are enough, else every n-th line; nothing twice."""
+    files = tsv.corpus_files(_shards(str(tmp_path / "shards"), count=4, pairs=60, bad=0))
+    tokenizer = CharacterTokenizer.train([f"source {k} {i} {'x' * 12} target" for k in range(4) for i in range(60)])
+
+    def sources(files, worker, workers):
+        context = tf.distribute.InputContext(num_input_pipelines=workers, input_pipeline_id=worker)
+        # No carving: every pair of a pass, so the shares can be compared whole.
+        stream = pipeline.examples_from_files(files, tokenizer, tokenizer, 32, input_context=context, carved=())
+        passes = 3 * 60 * len(files) // workers  # the stream is endless: three passes' worth
+        return {tokenizer.detokenize(s[None]).numpy()[0].decode() for s, _ in stream.take(passes)}
+
+    everything = {f"source {k} {i} {'x' * (i % 13)}".strip() for k in range(4) for i in range(60)}
+    # 4 files for 2 workers (2 files each); 1 file of 61 lines for 2 workers (every other line,
+    # the odd count checking that the shares do not drift from one pass to the next).
+    odd = _shards(str(tmp_path / "odd"), count=1, pairs=61, bad=0)
+    for chosen, workers in ((files, 2), (tsv.corpus_files(odd), 2)):
+        shares = [sources(chosen, worker, workers) for worker in range(workers)]
+        assert not shares[0] & shares[1]  # no sentence in two workers' shares
+        expected = set(shares[0]) | set(shares[1])
+        assert expected == (everything if chosen == files else
+                            {f"source 0 {i} {'x' * (i % 13)}".strip() for i in range(61)})
+        assert min(len(share) for share in shares) >= len(expected) // 2 - 1

@@ -128,12 +128,13 @@ def examples_from_files(files, source_tokenizer, target_tokenizer, max_length, r
 
     def read(name):
         compression = tf.where(tf.strings.regex_full_match(name, r".*\.gz"), "GZIP", "")
-        return tf.data.TextLineDataset(name, compression_type=compression)
+        lines = tf.data.TextLineDataset(name, compression_type=compression)
+        if by_line:  # every n-th line of each file: the shares stay disjoint pass after pass
+            lines = lines.shard(input_context.num_input_pipelines, input_context.input_pipeline_id)
+        return lines
 
     lines = names.interleave(read, cycle_length=min(cycle_length, len(files)), block_length=16,
                              num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    if by_line:
-        lines = lines.shard(input_context.num_input_pipelines, input_context.input_pipeline_id)
     lines = lines.skip(skip_lines)
 
     def tokenize(batch):

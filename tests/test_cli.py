@@ -195,6 +195,12 @@ def test_streamed_shards_with_held_out_files_token_budget_bleu_selection_and_ave
     assert "Unknown" not in output and "ran out of data" not in result.stderr + output
     metrics = evaluation(export_dir)["metrics"]
     assert metrics["examples"] == 60 and metrics["without_averaging"]["averaged_epochs"] == [1, 2]
+    # The export's model.keras (compiled with the throughput metrics) reloads with the library alone.
+    keras_file = os.path.join(export_dir, "1", "assets.extra", "model.keras")
+    reload = subprocess.run([sys.executable, "-c", "import sys, keras, tf_transformer; sys.modules['training'] = None; "
+                             f"print(type(keras.saving.load_model({keras_file!r})).__name__)"],
+                            cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert reload.returncode == 0 and reload.stdout.strip().endswith("Transformer"), reload.stderr[-2000:]
     with open(os.path.join(export_dir + ".work", "checkpoints", "state.json")) as file:
         state = json.load(file)
     logged = [float(re.search(r"val_bleu: ([\d.]+)", line).group(1)) for line in epoch_lines]

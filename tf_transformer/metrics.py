@@ -1,4 +1,4 @@
-"""Token accuracy over real (non-padding) labels: the metric `training.train` reports.
+"""Token accuracy and token counts over real (non-padding) labels: the metrics `training.train` reports.
 
 We use the notation B batch, T target length, V target vocabulary size.
 """
@@ -59,3 +59,44 @@ class MaskedAccuracy(keras.metrics.Metric):
 
     def get_config(self):
         return {**super().get_config(), "pad_id": self.pad_id}
+
+
+@keras.saving.register_keras_serializable(package="tf_transformer")
+class TargetTokens(keras.metrics.Metric):
+    """The target positions of the batches seen (`real=False`) or only the real, non-padding ones (`real=True`): a sum.
+
+    What throughput in real tokens and the padding fraction are counted
+    from (`training.callbacks.Throughput`). Registered here, with the model's
+    other metrics, so that a saved model compiled with it reloads wherever
+    `tf_transformer` is imported.
+
+    Example:
+
+    >>> real, positions = TargetTokens(real=True), TargetTokens(real=False)
+    >>> labels = np.array([[5, 6, 2, 0], [7, 2, 0, 0]])  # 5 real labels in 8 positions
+    >>> for metric in (real, positions):
+    ...     metric.update_state(labels, None)
+    >>> float(real.result()), float(positions.result())
+    (5.0, 8.0)
+    """
+
+    def __init__(self, real=True, pad_id=PAD, name=None, **kwargs):
+        super().__init__(name=name or ("real_tokens" if real else "target_positions"), **kwargs)
+        self.real, self.pad_id = bool(real), int(pad_id)
+        self.total = self.add_variable(shape=(), initializer="zeros", dtype="float32", name="total")
+
+    def update_state(self, y_true, y_pred, sample_weight=None):
+        if self.real:
+            count = ops.sum(ops.cast(ops.not_equal(ops.cast(y_true, "int32"), self.pad_id), "float32"))
+        else:
+            count = ops.cast(ops.size(y_true), "float32")
+        self.total.assign_add(count)
+
+    def result(self):
+        return self.total
+
+    def reset_state(self):
+        self.total.assign(0.0)
+
+    def get_config(self):
+        return {**super().get_config(), "real": self.real, "pad_id": self.pad_id}

@@ -171,30 +171,10 @@ class EpochCheckpoints(keras.callbacks.Callback):
             self.model.stop_training = True
 
 
-class TargetTokens(keras.metrics.Metric):
-    """Target positions of the batches seen (`real=False`) or only the non-pad ones (`real=True`): a sum."""
-
-    def __init__(self, real=True, name=None, **kwargs):
-        super().__init__(name=name or ("real_tokens" if real else "target_positions"), **kwargs)
-        self.real = real
-        self.total = self.add_variable(shape=(), initializer="zeros", dtype="float32", name="total")
-
-    def update_state(self, y_true, y_pred, sample_weight=None):
-        count = keras.ops.sum(keras.ops.cast(y_true != 0, "float32")) if self.real else \
-            keras.ops.cast(keras.ops.size(y_true), "float32")
-        self.total.assign_add(count)
-
-    def result(self):
-        return self.total
-
-    def get_config(self):
-        return {**super().get_config(), "real": self.real}
-
-
 class Throughput(keras.callbacks.Callback):
     """Each epoch's real (non-pad) target tokens per second of training and the padding fraction, in the logs.
 
-    Reads the `TargetTokens` sums (the model must be compiled with both)
+    Reads the `tf_transformer.metrics.TargetTokens` sums (the model must be compiled with both)
     and takes them out of the logs, where their raw counts would only
     clutter the progress bar; `real_tokens_per_second` and `padding` go
     in, for the epoch line and TensorBoard.

@@ -551,8 +551,7 @@ def train_and_evaluate(**options):
         model.compile(
             optimizer=schedules.paper_optimizer(model_config.d_model, config.warmup_steps, config.learning_rate_scale),
             loss=losses.MaskedSparseCategoricalCrossentropy(label_smoothing=config.label_smoothing),
-            metrics=[metrics.MaskedAccuracy(), callbacks_lib.TargetTokens(real=True),
-                     callbacks_lib.TargetTokens(real=False)],
+            metrics=[metrics.MaskedAccuracy(), metrics.TargetTokens(real=True), metrics.TargetTokens(real=False)],
             jit_compile=args.jit_compile,
         )
     print(f"Model: {model.count_params():,} parameters ({model_config}); work dir {work_dir}", flush=True)

@@ -1,6 +1,7 @@
 """Datasets, tokenizers and the input pipeline."""
 
 import datetime
+import functools
 import os
 import re
 
@@ -338,6 +339,15 @@ def test_streamed_examples_leave_out_held_out_and_resume_where_they_stopped(tmp_
     assert not all(np.array_equal(a, b) for a, b in zip(whole[:6], whole[6:12]) if a.shape == b.shape)
 
 
+def _tiny_model(features):
+    """One compiled Dense layer: enough for the callbacks' save, restore and averaging."""
+    import keras
+
+    model = keras.Sequential([keras.Input((features,)), keras.layers.Dense(1)])
+    model.compile("sgd", "mse")
+    return model
+
+
 def test_step_backup_resumes_mid_epoch_and_falls_back_when_the_latest_is_truncated(tmp_path):
     import keras
 
@@ -354,11 +364,7 @@ def test_step_backup_resumes_mid_epoch_and_falls_back_when_the_latest_is_truncat
                 raise RuntimeError("killed")
 
     x, y = np.ones((40, 3), "float32"), np.ones((40, 1), "float32")
-
-    def model():
-        m = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1)])
-        m.compile("sgd", "mse")
-        return m
+    model = functools.partial(_tiny_model, 3)
 
     backup_dir = str(tmp_path / "backup")
     trained = model()
@@ -385,11 +391,7 @@ def test_epoch_checkpoints_keep_the_last_k_the_best_and_early_stopping_across_a_
 
     from training.callbacks import EpochCheckpoints, average_weights
 
-    def model():
-        m = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
-        m.compile("sgd", "mse")
-        return m
-
+    model = functools.partial(_tiny_model, 2)
     directory = str(tmp_path / "checkpoints")
     trained = model()
     scores = iter([0.5, 0.9, 0.7, 0.8, 0.6])  # a score to maximise; best at epoch 2

@@ -211,24 +211,21 @@ class Throughput(keras.callbacks.Callback):
 class HeldOutTranslation(keras.callbacks.Callback):
     """Translates held-out sources each epoch with the export's own greedy decoding and logs the scores.
 
-    `translate` is a `tf_transformer.export.Translator`'s signature
-    function; `score(hypotheses, references)` returns a dict whose numbers
-    go in the logs prefixed `val_` (BLEU and chrF for text, exact match
-    for dates).
+    `translate_texts(sources) -> translations` runs a
+    `tf_transformer.export.Translator`'s signature (`training.train`'s
+    `translate_all`); `score(hypotheses, references)` returns a dict whose
+    numbers go in the logs prefixed `val_` (BLEU and chrF for text, exact
+    match for dates). `monitor` names the score that `--select-by bleu`
+    keeps the best epoch by.
     """
 
-    def __init__(self, translate, sources, references, score, batch_size=256):
+    def __init__(self, translate_texts, sources, references, score, monitor):
         super().__init__()
-        self.translate, self.sources, self.references, self.score, self.batch_size = (
-            translate, list(sources), list(references), score, batch_size)
+        self.translate_texts, self.sources, self.references, self.score, self.monitor = (
+            translate_texts, list(sources), list(references), score, monitor)
 
     def on_epoch_end(self, epoch, logs=None):
-        import tensorflow as tf  # the callbacks above are backend-agnostic
-
-        outputs = []
-        for start in range(0, len(self.sources), self.batch_size):
-            batch = tf.constant(self.sources[start : start + self.batch_size])
-            outputs += [t.decode("utf-8") for t in self.translate(batch)["translation"].numpy()]
+        outputs = self.translate_texts(self.sources)
         for key, value in self.score(outputs, self.references).items():
             if isinstance(value, (int, float)) and key != "examples" and logs is not None:
                 logs["val_" + key] = value

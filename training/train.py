@@ -391,9 +391,8 @@ def held_out_scores(translate, kind, validation):
         return {key: metrics[key] for key in keep}
 
     sources, references = (list(side[:HELD_OUT_TRANSLATED]) for side in validation)
-    callback = callbacks_lib.HeldOutTranslation(translate, sources, references, score)
-    callback.monitor = "val_bleu" if kind == "text" else "val_exact_match"
-    return callback
+    return callbacks_lib.HeldOutTranslation(lambda texts: translate_all(translate, texts), sources, references, score,
+                                            monitor="val_bleu" if kind == "text" else "val_exact_match")
 
 
 def _examples(sources, references, translations, count):

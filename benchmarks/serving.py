@@ -10,16 +10,30 @@ Python client or `training.translate` loads it:
   for `serving_default` (greedy) and `beam_search`;
 * throughput at batch 1, 8 and 64: sentences/s and generated target
   tokens/s (real tokens of the outputs, end token included, no padding);
+  the first call of each batch size is timed apart (`first_call_s`: where
+  an XLA export compiles);
 * 16 concurrent callers sending one-sentence requests to `serving_default`:
-  requests/s and their p50 / p99 latency;
-* the peer, in the same run: the same weights (`assets.extra/model.keras`)
-  and tokenizers exported as the TensorFlow text tutorial's `Translator`
-  does — a `tf.function` loop that reruns the whole model (encoder and
-  decoder, no cache) on the growing output at every step and stops when
-  every sentence has ended — written as a SavedModel the same way as ours
-  and reloaded. It never generates padding, as ours; its outputs are
-  compared with ours (`agreement`: the fraction of identical strings).
-  Ratios are ours ÷ peer for throughput, peer ÷ ours for latency.
+  requests/s and their p50 / p99 latency.
+
+Decoders, each a SavedModel written and reloaded in this run (but the first):
+
+* `ours`: the export as it is (core TensorFlow ops; any TF Serving build);
+* `ours_xla`: the same weights, tokenizers and postprocess exported again
+  with `export(..., jit_compile=True)` (the decoding loops compiled by XLA;
+  TF Serving needs `--xla_cpu_compilation_enabled=true` on CPU); skipped
+  if the export is already compiled;
+* `tutorial`: the TensorFlow text tutorial's `Translator` / `ExportTranslator`
+  on the same weights (`assets.extra/model.keras`) and tokenizers — a
+  `tf.function` loop that reruns the whole model (encoder and decoder, no
+  cache) on the growing output at every step. As the tutorial exports it,
+  it takes one sentence per call (`input_signature=[tf.TensorSpec([],
+  tf.string)]`), so its batch of N is N requests, one after another;
+* `tutorial_batched`: our generalisation of that loop to a batch (it stops
+  when every sentence has ended): the strictest peer, not the tutorial's.
+
+The peers never generate padding, as ours; their outputs are compared with
+ours (`agreement`: the fraction of identical strings). Ratios are ours ÷
+peer for throughput, peer ÷ ours for latency.
 
 Inputs are the export's real held-out sources recorded in
 `assets.extra/evaluation.json` (the probe its training checked), cycled to
@@ -47,7 +61,7 @@ except ImportError:
     pass
 
 import tf_transformer  # noqa: E402, F401  registers the layers for model.keras
-from tf_transformer.export import latest_version  # noqa: E402
+from tf_transformer.export import Translator, export, latest_version  # noqa: E402
 from tf_transformer.tokenizers import END, START, load_tokenizers  # noqa: E402
 from training.serving_config import batch_of, export_texts, seconds_per_call  # noqa: E402
 
@@ -72,6 +86,11 @@ class TutorialTranslator(tf.Module):
         self.model, self.source_tokenizer, self.target_tokenizer = model, source_tokenizer, target_tokenizer
         self.max_length, self.max_output_length = max_input_length, max_output_length
         self.translate = tf.function(self._translate, input_signature=[tf.TensorSpec([None], tf.string, name="text")])
+        # The tutorial's own signature: one sentence per call (a scalar string).
+        self.translate_one = tf.function(
+            lambda text: {"translation": self._translate(text[tf.newaxis])["translation"][0]},
+            input_signature=[tf.TensorSpec([], tf.string, name="text")],
+        )
 
     def _translate(self, text):
         source = self.source_tokenizer.tokenize(text)[:, : self.max_length].to_tensor(default_value=0)
@@ -96,22 +115,47 @@ class TutorialTranslator(tf.Module):
         return {"translation": tf.where(blank, tf.constant(""), translation)}
 
 
-def export_peer(path, directory):
-    """The peer written as a SavedModel from the export's model and tokenizers, then reloaded; its signature."""
+def export_parts(path):
+    """An export's Keras model, tokenizers and documented signature, from its `assets.extra/`."""
     extra = os.path.join(path, "assets.extra")
     model = keras.saving.load_model(os.path.join(extra, "model.keras"))
     source_tokenizer, target_tokenizer = load_tokenizers(extra)
     with open(os.path.join(extra, "signatures.json"), encoding="utf-8") as file:
-        documented = json.load(file)["serving_default"]
-    max_output = documented.get("max_output_tokens") or documented["max_input_tokens"]
-    peer = TutorialTranslator(model, source_tokenizer, target_tokenizer, documented["max_input_tokens"], max_output)
+        documented = json.load(file)
+    return model, source_tokenizer, target_tokenizer, documented
+
+
+def export_peer(path, directory):
+    """The peer written as a SavedModel from the export's model and tokenizers, then reloaded.
+
+    Returns its batched signature, its one-sentence signature (the tutorial's) and the target tokenizer.
+    """
+    model, source_tokenizer, target_tokenizer, documented = export_parts(path)
+    greedy = documented["serving_default"]
+    max_output = greedy.get("max_output_tokens") or greedy["max_input_tokens"]
+    peer = TutorialTranslator(model, source_tokenizer, target_tokenizer, greedy["max_input_tokens"], max_output)
     archive = keras.export.ExportArchive()
     archive.track(model)
     for tokenizer in {id(t): t for t in (source_tokenizer, target_tokenizer)}.values():
         archive.track(tokenizer)
     archive.add_endpoint("serving_default", peer.translate)
+    archive.add_endpoint("one_sentence", peer.translate_one)
     archive.write_out(directory, verbose=False)
-    return tf.saved_model.load(directory).signatures["serving_default"], target_tokenizer
+    signatures = tf.saved_model.load(directory).signatures
+    return signatures["serving_default"], signatures["one_sentence"], target_tokenizer
+
+
+def export_compiled(path, directory, name):
+    """The same weights, tokenizers and postprocess exported with XLA-compiled decoding, reloaded."""
+    model, source_tokenizer, target_tokenizer, documented = export_parts(path)
+    greedy, beam = documented["serving_default"], documented["beam_search"]
+    postprocess = None
+    if name == "dates":  # the dates export's calendar check, as training.train exports it
+        from training.dates import valid_date_or_empty as postprocess
+    translator = Translator(model, source_tokenizer, target_tokenizer, greedy.get("max_output_tokens"),
+                            beam_size=beam.get("beam_size", 4), postprocess=postprocess, jit_compile=True)
+    compiled = tf.saved_model.load(export(model, source_tokenizer, target_tokenizer, directory, translator=translator))
+    return {"greedy": caller(compiled.signatures["serving_default"]), "beam": caller(compiled.signatures["beam_search"])}
 
 
 def as_strings(outputs):
@@ -122,14 +166,20 @@ def caller(signature):
     return lambda texts: signature(text=tf.constant(texts, tf.string))["translation"].numpy()
 
 
+def one_per_call(signature):
+    """A batch sent as the tutorial's export takes it: one request per sentence, one after another."""
+    return lambda texts: np.array([signature(text=tf.constant(text, tf.string))["translation"].numpy()
+                                   for text in texts])
+
+
 def percentiles(seconds):
     values = np.array(seconds) * 1e3
     return {f"p{q}_ms": round(float(np.percentile(values, q)), 2) for q in (50, 95, 99)}
 
 
 def one_sentence_latency(call, texts, requests):
-    for text in texts[:2]:
-        call([text])  # warm-up
+    for text in texts:
+        call([text])  # warm-up: every input's shape (an XLA export compiles once per padded source length)
     times = []
     for i in range(requests):
         start = time.perf_counter()
@@ -169,45 +219,73 @@ def target_tokens(tokenizer, translations):
 def bench_export(name, export_dir, args):
     path = latest_version(export_dir)
     loaded = tf.saved_model.load(path)
-    ours = {"greedy": caller(loaded.signatures["serving_default"]), "beam": caller(loaded.signatures["beam_search"])}
     texts = export_texts(path)
-    with tempfile.TemporaryDirectory(prefix="tutorial-peer-") as directory:
-        peer_signature, target_tokenizer = export_peer(path, directory)
-        peer = caller(peer_signature)
-        ours_greedy = as_strings(loaded.signatures["serving_default"](text=tf.constant(texts)))
-        peer_greedy = [t.decode("utf-8") for t in peer(texts)]
+    with tempfile.TemporaryDirectory(prefix="serving-benchmark-") as directory:
+        decoders = {"ours_greedy": caller(loaded.signatures["serving_default"]),
+                    "ours_beam": caller(loaded.signatures["beam_search"])}
+        with open(os.path.join(path, "assets.extra", "signatures.json"), encoding="utf-8") as file:
+            already_compiled = json.load(file)["serving_default"].get("compiled_with_xla", False)
+        if not already_compiled:
+            compiled = export_compiled(path, os.path.join(directory, "xla"), name)
+            decoders.update({"ours_xla_greedy": compiled["greedy"], "ours_xla_beam": compiled["beam"]})
+        batched_peer, one_sentence_peer, target_tokenizer = export_peer(path, os.path.join(directory, "tutorial"))
+        decoders.update({"tutorial_greedy": one_per_call(one_sentence_peer),
+                         "tutorial_batched_greedy": caller(batched_peer)})
+        ours_greedy = [t.decode("utf-8") for t in decoders["ours_greedy"](texts)]
         # Over ours' non-empty answers: a postprocess (the dates export's calendar check) may blank an output.
-        answered = [(a, b) for a, b in zip(ours_greedy, peer_greedy) if a]
-        agreement = sum(a == b for a, b in answered) / max(len(answered), 1)
+        answered = [i for i, text in enumerate(ours_greedy) if text]
         result = {"saved_model": path, "inputs": len(texts), "ours_empty": len(texts) - len(answered),
-                  "agreement_with_peer": round(agreement, 4), "latency": {}, "throughput": {}}
-        decoders = {"ours_greedy": ours["greedy"], "ours_beam": ours["beam"], "tutorial_greedy": peer}
+                  "agreement_with_ours_greedy": {}, "latency": {}, "throughput": {}}
         for decoder, call in decoders.items():
-            requests = args.requests if decoder != "ours_beam" else max(args.requests // 2, 10)
+            if decoder.endswith("greedy") and decoder != "ours_greedy":
+                outputs = [t.decode("utf-8") for t in call(texts)]
+                same = sum(outputs[i] == ours_greedy[i] for i in answered) / max(len(answered), 1)
+                result["agreement_with_ours_greedy"][decoder] = round(same, 4)
+            requests = args.requests if "beam" not in decoder else max(args.requests // 2, 10)
             result["latency"][decoder] = one_sentence_latency(call, texts, requests)
-            print(f"{name} {decoder:>16} one sentence: {result['latency'][decoder]}", flush=True)
+            print(f"{name} {decoder:>23} one sentence: {result['latency'][decoder]}", flush=True)
             result["throughput"][decoder] = {}
             for size in args.batch_sizes:
                 batch = batch_of(texts, size)
-                seconds = seconds_per_call(call, batch, args.seconds)
+                start = time.perf_counter()
                 outputs = [t.decode("utf-8") for t in call(batch)]
+                first_call = time.perf_counter() - start  # a new batch shape: XLA compiles here
+                seconds = seconds_per_call(call, batch, args.seconds)
                 result["throughput"][decoder][size] = {
                     "sentences_per_s": round(size / seconds, 1),
                     "target_tokens_per_s": round(target_tokens(target_tokenizer, outputs) / seconds, 1),
+                    "first_call_s": round(first_call, 3),
                 }
-                print(f"{name} {decoder:>16} batch {size:>3}: {result['throughput'][decoder][size]}", flush=True)
-        result["concurrent"] = concurrent(ours["greedy"], texts, CONCURRENT_CALLERS, args.concurrent_requests)
-        print(f"{name} {'ours_greedy':>16} {CONCURRENT_CALLERS} callers: {result['concurrent']}", flush=True)
-    throughput = result["throughput"]
-    result["ratios"] = {
-        f"greedy_batch_{size}": round(throughput["ours_greedy"][size]["sentences_per_s"]
-                                      / throughput["tutorial_greedy"][size]["sentences_per_s"], 2)
-        for size in args.batch_sizes
-    }
-    result["ratios"]["greedy_p50_latency"] = round(
-        result["latency"]["tutorial_greedy"]["p50_ms"] / result["latency"]["ours_greedy"]["p50_ms"], 2)
-    print(f"{name} ratios (ours vs the tutorial's decoding of the same weights): {result['ratios']}", flush=True)
+                print(f"{name} {decoder:>23} batch {size:>3}: {result['throughput'][decoder][size]}", flush=True)
+        print(f"{name} agreement with ours (greedy): {result['agreement_with_ours_greedy']}", flush=True)
+        result["concurrent"] = {}
+        for decoder in ("ours_greedy", "ours_xla_greedy"):
+            if decoder in decoders:
+                result["concurrent"][decoder] = concurrent(decoders[decoder], texts, CONCURRENT_CALLERS,
+                                                           args.concurrent_requests)
+                print(f"{name} {decoder:>23} {CONCURRENT_CALLERS} callers: {result['concurrent'][decoder]}",
+                      flush=True)
+    result["ratios"] = ratios(result, args.batch_sizes)
+    for ours, against in result["ratios"].items():
+        print(f"{name} ratios of {ours} (throughput ours/peer, latency peer/ours): {against}", flush=True)
     return result
+
+
+def ratios(result, batch_sizes):
+    """`{ours: {peer: {"batch_N": throughput ratio, ..., "p50_latency": latency ratio}}}` for greedy decoding."""
+    throughput, latency = result["throughput"], result["latency"]
+    ours_decoders = [d for d in ("ours_greedy", "ours_xla_greedy") if d in throughput]
+    return {
+        ours: {
+            peer: {
+                **{f"batch_{size}": round(throughput[ours][size]["sentences_per_s"]
+                                          / throughput[peer][size]["sentences_per_s"], 2) for size in batch_sizes},
+                "p50_latency": round(latency[peer]["p50_ms"] / latency[ours]["p50_ms"], 2),
+            }
+            for peer in ("tutorial_greedy", "tutorial_batched_greedy")
+        }
+        for ours in ours_decoders
+    }
 
 
 def main(argv=None):

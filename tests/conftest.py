@@ -51,10 +51,14 @@ def cli_dates_export(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def cli_tsv_export(tmp_path_factory):
-    """A tiny French → English Tatoeba model (two SentencePiece vocabularies), bfloat16 and XLA."""
+    """A tiny French → English Tatoeba model (two SentencePiece vocabularies), bfloat16 and XLA.
+
+    Its export decodes with XLA (`--export-xla`): the tests of served exports
+    run both kinds, the dates export being the core-ops one.
+    """
     export_dir = str(tmp_path_factory.mktemp("cli") / "fr-en")
     return _train(
         export_dir, "--dataset", TATOEBA, "--reverse", "--preset", "tiny", "--epochs", "1",
         "--train-size", "800", "--vocab-size", "400",
-        "--mixed-precision", "bfloat16", "--jit-compile",  # the flags work end to end
+        "--mixed-precision", "bfloat16", "--jit-compile", "--export-xla",  # the flags work end to end
     )

@@ -164,6 +164,25 @@ def test_character_export_runs_under_the_session_loader(character_export):
     assert result["session_loader"][export.SERVING_KEY] == expected
 
 
+def test_xla_export_translates_as_the_core_export_under_both_loaders(character_export, tmp_path):
+    """`jit_compile=True` compiles the decoding loops: same strings, under `tf.saved_model.load` and the session
+    loader, in a process without the package, for sources of several lengths (padded to a multiple of 8)."""
+    from training import evaluate
+
+    _, core_path, model = character_export
+    xla_path = export.export(model, CharacterTokenizer.train(TEXTS), CharacterTokenizer.train(["0123456789-"]),
+                             str(tmp_path / "dates_xla"), jit_compile=True)
+    with open(os.path.join(xla_path, "assets.extra", "signatures.json"), encoding="utf-8") as file:
+        documented = json.load(file)
+    assert documented["serving_default"]["compiled_with_xla"] and documented["beam_search"]["beam_size"] == 4
+    assert export.non_core_ops(xla_path)["custom"] == []  # its XLA ops run inside the compiled function
+    texts = TEXTS + ["", "3", "x" * 40]
+    request = {loader: {export.SERVING_KEY: texts, export.BEAM_KEY: texts} for loader in ("saved_model_load", "session_loader")}
+    core, compiled = evaluate.translate_reloaded(core_path, request), evaluate.translate_reloaded(xla_path, request)
+    assert compiled == core
+    assert len(core["saved_model_load"][export.SERVING_KEY]) == len(texts) and core["saved_model_load"][export.SERVING_KEY][4] == ""
+
+
 REPLAY_WARMUP_WITHOUT_THE_PACKAGE = """
 import sys
 sys.modules["tf_transformer"] = None

@@ -56,7 +56,11 @@ def test_cli_writes_both_files_for_two_exports(cli_dates_export, cli_tsv_export,
     assert sizes == sorted(set(sizes)) and sizes[-1] == batching.max_batch_size.value <= 8
     assert batching.num_batch_threads.value >= 1 and batching.batch_timeout_micros.value > 0
     assert batching.max_enqueued_batches.value >= batching.num_batch_threads.value
-    # Only the SentencePiece export needs ops the stock server lacks, and the user is told.
+    # Only the SentencePiece export needs ops the stock server lacks, and only it decodes with XLA
+    # (--export-xla), which TF Serving on CPU runs only when told: the user is told both.
     notes = [line for line in result.stdout.splitlines() if line.startswith("Note:")]
-    assert len(notes) == 1 and "fr-en" in notes[0] and "Sentencepiece" in notes[0]
-    assert "--enable_batching" in result.stdout and "--batching_parameters_file=" in result.stdout
+    assert len(notes) == 2 and all("fr-en" in note and "dates" not in note for note in notes)
+    assert "Sentencepiece" in notes[0] and "XLA" in notes[1]
+    command = next(line for line in result.stdout.splitlines() if line.startswith("Serve with:"))
+    assert "--enable_batching" in command and "--batching_parameters_file=" in command
+    assert command.endswith("--xla_cpu_compilation_enabled=true")

@@ -44,6 +44,14 @@ class Translator(tf.Module):
             `(text [B], translation [B]) → translation [B]`, traced into both
             signatures: a check the translations must pass (e.g. that the
             dates model's output is a real calendar date, else "").
+        jit_compile: compile the decoding loops (model and search, not the
+            tokenizers, whose ops XLA lacks) with XLA. Several times faster
+            on small models, whose steps are hundreds of tiny ops; XLA
+            compiles once per input shape, so source ids are padded to a
+            multiple of 8 tokens (each new batch size still compiles once).
+            TF Serving runs such an export only with XLA enabled
+            (`--xla_cpu_compilation_enabled=true` on CPU), hence off by
+            default.
 
     Example (what `export` writes; here called in process):
 
@@ -59,9 +67,10 @@ class Translator(tf.Module):
     """
 
     def __init__(self, model, source_tokenizer, target_tokenizer, max_output_length=None, beam_size=4,
-                 postprocess=None):
+                 postprocess=None, jit_compile=False):
         super().__init__(name="translator")
         self.postprocess = postprocess
+        self.jit_compile = bool(jit_compile)
         self.model = model
         self.source_tokenizer = source_tokenizer
         self.target_tokenizer = target_tokenizer
@@ -71,12 +80,22 @@ class Translator(tf.Module):
         signature = [tf.TensorSpec([None], tf.string, name="text")]
         self.translate = tf.function(self._greedy, input_signature=signature)
         self.translate_beam = tf.function(self._beam, input_signature=signature)
+        if self.jit_compile:
+            ids = [tf.TensorSpec([None, None], tf.int32, name="source_ids")]
+            self._compiled_greedy = tf.function(self._greedy_search, input_signature=ids, jit_compile=True)
+            self._compiled_beam = tf.function(self._beam_search, input_signature=ids, jit_compile=True)
 
     def _encode(self, text):
         ids = self.source_tokenizer.tokenize(text)[:, : self.max_length]  # truncate long inputs
         dense = ids.to_tensor(default_value=PAD)  # [B, S]
-        # At least one position, so a batch of empty strings still has a shape.
-        return tf.pad(dense, [[0, 0], [0, tf.maximum(1 - tf.shape(dense)[1], 0)]])
+        # At least one position, so a batch of empty strings still has a
+        # shape; under XLA a multiple of 8 (at most max_length), so that a
+        # few source lengths share one compiled program (padding changes no
+        # output: the padding-invariance property).
+        multiple = 8 if self.jit_compile else 1
+        length = tf.shape(dense)[1]
+        padded = tf.minimum(tf.maximum((length + multiple - 1) // multiple * multiple, 1), self.max_length)
+        return tf.pad(dense, [[0, 0], [0, tf.maximum(padded - length, 0)]])
 
     def _decode(self, text, ids):
         translation = self.target_tokenizer.detokenize(ids)
@@ -85,15 +104,21 @@ class Translator(tf.Module):
         blank = tf.equal(tf.strings.length(tf.strings.strip(text)), 0)
         return {"translation": tf.where(blank, tf.constant(""), translation)}
 
+    def _greedy_search(self, source_ids):
+        return decoding.greedy_search(self.model, source_ids, START, END, self.max_output_length)
+
+    def _beam_search(self, source_ids):
+        return decoding.beam_search(
+            self.model, source_ids, START, END, self.max_output_length, beam_size=self.beam_size
+        )
+
     def _greedy(self, text):
-        ids = decoding.greedy_search(self.model, self._encode(text), START, END, self.max_output_length)
-        return self._decode(text, ids)
+        search = self._compiled_greedy if self.jit_compile else self._greedy_search
+        return self._decode(text, search(self._encode(text)))
 
     def _beam(self, text):
-        ids = decoding.beam_search(
-            self.model, self._encode(text), START, END, self.max_output_length, beam_size=self.beam_size
-        )
-        return self._decode(text, ids)
+        search = self._compiled_beam if self.jit_compile else self._beam_search
+        return self._decode(text, search(self._encode(text)))
 
 
 def _archive(model, translator):
@@ -137,6 +162,7 @@ def export(
     check=None,
     description=None,
     warmup_texts=None,
+    jit_compile=False,
 ):
     """Writes the model as `export_dir/<next version>/` and returns that path.
 
@@ -162,6 +188,8 @@ def export(
             published (e.g. to reload it in another process and evaluate
             it); returns more extra files (a dict as `extra_files`) or
             raises, and then nothing is published.
+        jit_compile: compile the decoding loops with XLA (see `Translator`);
+            ignored when `translator` is given (it was built with or without).
 
     Example (a tiny untrained model; its translations are arbitrary, their shape is not):
 
@@ -185,7 +213,8 @@ def export(
         raise RuntimeError("Exporting a SavedModel needs the TensorFlow backend (KERAS_BACKEND=tensorflow).")
     os.makedirs(export_dir, exist_ok=True)
     if translator is None:
-        translator = Translator(model, source_tokenizer, target_tokenizer, max_output_length, beam_size)
+        translator = Translator(model, source_tokenizer, target_tokenizer, max_output_length, beam_size,
+                                jit_compile=jit_compile)
     staging = tempfile.mkdtemp(prefix=".export-", dir=export_dir)  # same file system: rename is atomic
     try:
         _archive(model, translator).write_out(staging, verbose=False)
@@ -258,6 +287,9 @@ def _signature_docs(translator, description):
             "decoding": decoding,
             "max_input_tokens": translator.max_length,
             "max_output_tokens": translator.max_output_length,  # start and end included
+            **({"beam_size": translator.beam_size} if name == BEAM_KEY else {}),
+            # TF Serving runs an XLA-compiled export on CPU only with --xla_cpu_compilation_enabled=true.
+            "compiled_with_xla": translator.jit_compile,
             "description": description or "",
         }
         for name, decoding in decoding_of.items()

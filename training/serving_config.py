@@ -252,6 +252,10 @@ def main(argv=None):
         if custom:
             print(f"Note: {paths[-1]} uses ops the stock tensorflow_model_server lacks ({', '.join(custom)}, "
                   "from tensorflow-text); serve it with a server built with them (TF Serving's custom-op guide).")
+    compiled = [path for path in paths if _compiled_with_xla(path)]
+    if compiled:
+        print(f"Note: {', '.join(compiled)} decode(s) with XLA (training.train --export-xla); the command below "
+              "enables XLA on CPU, which TF Serving leaves off by default.")
     chosen, lines = None, []
     for path in paths:
         print(f"Measuring {path} ({SIGNATURE}, session loader):", flush=True)
@@ -278,8 +282,18 @@ def main(argv=None):
     print(f"Wrote {models_config} and {batching_file}: {json.dumps(chosen)}")
     print("Serve with: tensorflow_model_server --port=8500 --rest_api_port=8501 "
           f"--model_config_file={os.path.abspath(models_config)} --enable_batching "
-          f"--batching_parameters_file={os.path.abspath(batching_file)}")
+          f"--batching_parameters_file={os.path.abspath(batching_file)}"
+          + (" --xla_cpu_compilation_enabled=true" if compiled else ""))
     return 0
+
+
+def _compiled_with_xla(path):
+    """Whether an export's signatures were compiled with XLA (`export(..., jit_compile=True)`)."""
+    try:
+        with open(os.path.join(path, "assets.extra", "signatures.json"), encoding="utf-8") as file:
+            return bool(json.load(file)[SIGNATURE].get("compiled_with_xla"))
+    except (OSError, KeyError, ValueError):
+        return False
 
 
 if __name__ == "__main__":

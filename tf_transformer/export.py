@@ -125,7 +125,7 @@ class Translator(tf.Module):
     @staticmethod
     def _compiled(search, source_ids):
         # XLA on a CPU compiles a batch of one row into slower code than a
-        # batch of two (greedy, 1.5-1.7x on the README's two models): one
+        # batch of two (measured in benchmarks/README.md, "Serving"): one
         # row is decoded twice and the copy dropped.
         rows = tf.shape(source_ids)[0]
         doubled = tf.concat([source_ids, source_ids[: tf.maximum(2 - rows, 0)]], axis=0)

@@ -63,7 +63,7 @@ except ImportError:
 import tf_transformer  # noqa: E402, F401  registers the layers for model.keras
 from tf_transformer.export import Translator, export, latest_version  # noqa: E402
 from tf_transformer.tokenizers import END, START, load_tokenizers  # noqa: E402
-from training.serving_config import batch_of, export_texts, seconds_per_call  # noqa: E402
+from training.serving_config import batch_of, compiled_with_xla, export_texts, seconds_per_call  # noqa: E402
 
 BATCH_SIZES = (1, 8, 64)
 CONCURRENT_CALLERS = 16
@@ -125,12 +125,12 @@ def export_parts(path):
     return model, source_tokenizer, target_tokenizer, documented
 
 
-def export_peer(path, directory):
-    """The peer written as a SavedModel from the export's model and tokenizers, then reloaded.
+def export_peer(parts, directory):
+    """The peer written as a SavedModel from an export's parts (`export_parts`), then reloaded.
 
     Returns its batched signature, its one-sentence signature (the tutorial's) and the target tokenizer.
     """
-    model, source_tokenizer, target_tokenizer, documented = export_parts(path)
+    model, source_tokenizer, target_tokenizer, documented = parts
     greedy = documented["serving_default"]
     max_output = greedy.get("max_output_tokens") or greedy["max_input_tokens"]
     peer = TutorialTranslator(model, source_tokenizer, target_tokenizer, greedy["max_input_tokens"], max_output)
@@ -145,9 +145,9 @@ def export_peer(path, directory):
     return signatures["serving_default"], signatures["one_sentence"], target_tokenizer
 
 
-def export_compiled(path, directory, name):
-    """The same weights, tokenizers and postprocess exported with XLA-compiled decoding, reloaded."""
-    model, source_tokenizer, target_tokenizer, documented = export_parts(path)
+def export_compiled(parts, directory, name):
+    """An export's parts (`export_parts`) exported again with XLA-compiled decoding and its postprocess, reloaded."""
+    model, source_tokenizer, target_tokenizer, documented = parts
     greedy, beam = documented["serving_default"], documented["beam_search"]
     postprocess = None
     if name == "dates":  # the dates export's calendar check, as training.train exports it
@@ -223,12 +223,11 @@ def bench_export(name, export_dir, args):
     with tempfile.TemporaryDirectory(prefix="serving-benchmark-") as directory:
         decoders = {"ours_greedy": caller(loaded.signatures["serving_default"]),
                     "ours_beam": caller(loaded.signatures["beam_search"])}
-        with open(os.path.join(path, "assets.extra", "signatures.json"), encoding="utf-8") as file:
-            already_compiled = json.load(file)["serving_default"].get("compiled_with_xla", False)
-        if not already_compiled:
-            compiled = export_compiled(path, os.path.join(directory, "xla"), name)
+        parts = export_parts(path)
+        if not compiled_with_xla(path):
+            compiled = export_compiled(parts, os.path.join(directory, "xla"), name)
             decoders.update({"ours_xla_greedy": compiled["greedy"], "ours_xla_beam": compiled["beam"]})
-        batched_peer, one_sentence_peer, target_tokenizer = export_peer(path, os.path.join(directory, "tutorial"))
+        batched_peer, one_sentence_peer, target_tokenizer = export_peer(parts, os.path.join(directory, "tutorial"))
         decoders.update({"tutorial_greedy": one_per_call(one_sentence_peer),
                          "tutorial_batched_greedy": caller(batched_peer)})
         ours_greedy = [t.decode("utf-8") for t in decoders["ours_greedy"](texts)]

@@ -113,23 +113,20 @@ class Translator(tf.Module):
         )
 
     def _greedy(self, text):
-        if not self.jit_compile:
-            return self._decode(text, self._greedy_search(self._encode(text)))
-        return self._decode(text, self._compiled(self._compiled_greedy, self._encode(text)))
+        return self._decode(text, self._search(self._compiled_greedy if self.jit_compile else self._greedy_search, text))
 
     def _beam(self, text):
-        if not self.jit_compile:
-            return self._decode(text, self._beam_search(self._encode(text)))
-        return self._decode(text, self._compiled(self._compiled_beam, self._encode(text)))
+        return self._decode(text, self._search(self._compiled_beam if self.jit_compile else self._beam_search, text))
 
-    @staticmethod
-    def _compiled(search, source_ids):
+    def _search(self, search, text):
+        source_ids = self._encode(text)
+        if not self.jit_compile:
+            return search(source_ids)
         # XLA on a CPU compiles a batch of one row into slower code than a
         # batch of two (measured in benchmarks/README.md, "Serving"): one
         # row is decoded twice and the copy dropped.
         rows = tf.shape(source_ids)[0]
-        doubled = tf.concat([source_ids, source_ids[: tf.maximum(2 - rows, 0)]], axis=0)
-        return search(doubled)[:rows]
+        return search(tf.concat([source_ids, source_ids[: tf.maximum(2 - rows, 0)]], axis=0))[:rows]
 
 
 def _archive(model, translator):

@@ -13,6 +13,10 @@ form than the obvious one, and why:
   argmax runs as a scalar loop on a CPU.
 * `random_bits`: dropout masks from a keyed integer hash under XLA, where the
   backend's random generator runs as a serial loop on a CPU (`layers.Dropout`).
+
+The XLA-compiled export (`export.Translator(jit_compile=True)`, TensorFlow
+only) has two more, beside the code they shape: source ids padded to a
+multiple of 8 tokens, and a one-row batch decoded as two rows.
 """
 
 import keras

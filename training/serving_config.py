@@ -252,7 +252,7 @@ def main(argv=None):
         if custom:
             print(f"Note: {paths[-1]} uses ops the stock tensorflow_model_server lacks ({', '.join(custom)}, "
                   "from tensorflow-text); serve it with a server built with them (TF Serving's custom-op guide).")
-    compiled = [path for path in paths if _compiled_with_xla(path)]
+    compiled = [path for path in paths if compiled_with_xla(path)]
     if compiled:
         print(f"Note: {', '.join(compiled)} decode(s) with XLA (training.train --export-xla); the command below "
               "enables XLA on CPU, which TF Serving leaves off by default.")
@@ -287,7 +287,7 @@ def main(argv=None):
     return 0
 
 
-def _compiled_with_xla(path):
+def compiled_with_xla(path):
     """Whether an export's signatures were compiled with XLA (`export(..., jit_compile=True)`)."""
     try:
         with open(os.path.join(path, "assets.extra", "signatures.json"), encoding="utf-8") as file:

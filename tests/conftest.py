@@ -59,6 +59,6 @@ def cli_tsv_export(tmp_path_factory):
     export_dir = str(tmp_path_factory.mktemp("cli") / "fr-en")
     return _train(
         export_dir, "--dataset", TATOEBA, "--reverse", "--preset", "tiny", "--epochs", "1",
-        "--train-size", "800", "--vocab-size", "400",
+        "--train-size", "800", "--vocab-size", "400", "--max-length", "24",  # 3 source widths to warm up under XLA
         "--mixed-precision", "bfloat16", "--jit-compile", "--export-xla",  # the flags work end to end
     )

@@ -242,3 +242,21 @@ def test_sixteen_concurrent_callers_get_the_sequential_results(character_export)
     result = subprocess.run([sys.executable, "-c", CONCURRENT_CALLERS, path], capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-4000:]
     assert json.loads(result.stdout.strip().splitlines()[-1]) == {"serving_default": True, "beam_search": True}
+
+
+def test_xla_translator_gives_every_batch_size_the_core_ops_strings(character_export):
+    # Under XLA the rows are repeated up to a power of two and the sources padded to a multiple of 8;
+    # neither may change a translation, nor the number of them (0, 1, 3, 5 rows).
+    from tf_transformer.tokenizers import CharacterTokenizer
+
+    _, _, model = character_export
+    source_tokenizer = CharacterTokenizer.train(TEXTS)
+    target_tokenizer = CharacterTokenizer.train(["0123456789-"])
+    core = export.Translator(model, source_tokenizer, target_tokenizer, max_output_length=12)
+    xla = export.Translator(model, source_tokenizer, target_tokenizer, max_output_length=12, jit_compile=True)
+    texts = TEXTS + ["x" * 100, ""]
+    for rows in (0, 1, 3, 5):
+        batch = tf.constant(texts[:rows], tf.string)
+        for core_call, xla_call in ((core.translate, xla.translate), (core.translate_beam, xla.translate_beam)):
+            want, got = core_call(batch)["translation"].numpy(), xla_call(batch)["translation"].numpy()
+            assert got.shape == (rows,) and got.tolist() == want.tolist()

@@ -117,6 +117,9 @@ def test_printed_figures_are_the_reloaded_exports(export, request):
 
 REPLAY_WARMUP = WITHOUT_THE_PROJECT + """
 from tensorflow_serving.apis import prediction_log_pb2
+def compiled():  # TensorFlow's persistent XLA cache (TF_XLA_FLAGS) holds one file per program XLA compiled
+    cache = os.environ["XLA_CACHE"]
+    return len(os.listdir(cache)) if os.path.isdir(cache) else 0
 loaded = tf.saved_model.load(sys.argv[1])
 sizes = []
 for record in tf.data.TFRecordDataset(os.path.join(sys.argv[1], "assets.extra", "tf_serving_warmup_requests")):
@@ -125,19 +128,38 @@ for record in tf.data.TFRecordDataset(os.path.join(sys.argv[1], "assets.extra", 
     out = loaded.signatures[request.model_spec.signature_name](text=tf.constant(texts))["translation"]
     assert out.shape == (len(texts),)
     sizes.append(len(texts))
-print(json.dumps(sizes))
+after_warmup = compiled()
+# Requests as clients send them, of sizes and lengths the records do not hold, up to 128 texts.
+for name in ("serving_default", "beam_search"):
+    for size in (1, 3, 5, 13, 33, 100, 128):
+        texts = [" ".join(["Je t'aime."] * ((size + 3 * i) % 12)) for i in range(size)]
+        loaded.signatures[name](text=tf.constant(texts))
+        loaded.signatures[name](text=tf.constant(["x" * 10000] + texts[1:]))
+print(json.dumps({"sizes": sizes, "compiled_after_warmup": after_warmup, "compiled_after_requests": compiled()}))
 """
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("export", EXPORTS)
-def test_warmup_records_replay_through_the_reloaded_export(export, request):
+def test_warmup_records_replay_and_leave_no_request_to_compile(export, request, tmp_path):
     export_dir, _ = request.getfixturevalue(export)
-    result = subprocess.run([sys.executable, "-c", REPLAY_WARMUP, os.path.join(export_dir, "1")],
-                            capture_output=True, text=True, timeout=600)
+    path = os.path.join(export_dir, "1")
+    cache = str(tmp_path / "xla")
+    env = {**os.environ, "XLA_CACHE": cache,
+           "TF_XLA_FLAGS": f"{os.environ.get('TF_XLA_FLAGS', '')} --tf_xla_persistent_cache_directory={cache}"}
+    result = subprocess.run([sys.executable, "-c", REPLAY_WARMUP, path], capture_output=True, text=True,
+                            timeout=900, env=env)
     assert result.returncode == 0, result.stderr[-4000:]
-    sizes = json.loads(result.stdout.strip().splitlines()[-1])
-    assert 2 <= len(sizes) <= 1000 and len(set(sizes)) >= 2
+    replayed = json.loads(result.stdout.strip().splitlines()[-1])
+    assert 2 <= len(replayed["sizes"]) <= 1000 and len(set(replayed["sizes"])) >= 2
+    with open(os.path.join(path, "assets.extra", "signatures.json"), encoding="utf-8") as file:
+        xla = json.load(file)["serving_default"]["compiled_with_xla"]
+    assert xla == (export == "cli_tsv_export")
+    if xla:  # the records compiled every program those requests need
+        assert replayed["compiled_after_warmup"] > 0
+        assert replayed["compiled_after_requests"] == replayed["compiled_after_warmup"]
+    else:  # core ops: nothing is compiled, at load or later
+        assert replayed["compiled_after_warmup"] == replayed["compiled_after_requests"] == 0
 
 
 HOSTILE = WITHOUT_THE_PROJECT + """

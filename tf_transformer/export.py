@@ -47,11 +47,14 @@ class Translator(tf.Module):
         jit_compile: compile the decoding loops (model and search, not the
             tokenizers, whose ops XLA lacks) with XLA. Several times faster
             on small models, whose steps are hundreds of tiny ops; XLA
-            compiles once per input shape, so source ids are padded to a
-            multiple of 8 tokens (each new batch size still compiles once).
-            TF Serving runs such an export only with XLA enabled
-            (`--xla_cpu_compilation_enabled=true` on CPU), hence off by
-            default.
+            compiles once per input shape, so the shapes are few: source ids
+            are padded to a multiple of 8 tokens and the rows to a power of
+            two (at least 2; rows are repeated, then dropped), the sizes TF
+            Serving's batching pads to with `training.serving_config`'s
+            allowed batch sizes. `export` warms up every such shape up to
+            `XLA_WARMUP_LARGEST_BATCH` rows. TF Serving runs such an export
+            only with XLA enabled (`--xla_cpu_compilation_enabled=true` on
+            CPU), hence off by default.
 
     Example (what `export` writes; here called in process):
 
@@ -88,14 +91,20 @@ class Translator(tf.Module):
     def _encode(self, text):
         ids = self.source_tokenizer.tokenize(text)[:, : self.max_length]  # truncate long inputs
         dense = ids.to_tensor(default_value=PAD)  # [B, S]
-        # At least one position, so a batch of empty strings still has a
-        # shape; under XLA a multiple of 8 (at most max_length), so that a
-        # few source lengths share one compiled program (padding changes no
-        # output: the padding-invariance property).
-        multiple = 8 if self.jit_compile else 1
         length = tf.shape(dense)[1]
-        padded = tf.minimum(tf.maximum((length + multiple - 1) // multiple * multiple, 1), self.max_length)
-        return tf.pad(dense, [[0, 0], [0, tf.maximum(padded - length, 0)]])
+        return tf.pad(dense, [[0, 0], [0, tf.maximum(self.source_width(length) - length, 0)]])
+
+    def source_width(self, length):
+        """Positions the source ids of a batch whose longest source has `length` tokens are padded to.
+
+        At least one, so a batch of empty strings still has a shape; under
+        XLA a multiple of 8 (at least 8, at most `max_length`), so that a few
+        source lengths share one compiled program (padding changes no
+        output: the padding-invariance property). `length` may be a tensor.
+        """
+        multiple = SOURCE_MULTIPLE if self.jit_compile else 1
+        rounded = (tf.minimum(length, self.max_length) + multiple - 1) // multiple * multiple
+        return tf.minimum(tf.maximum(rounded, multiple), self.max_length)
 
     def _decode(self, text, ids):
         translation = self.target_tokenizer.detokenize(ids)
@@ -122,11 +131,29 @@ class Translator(tf.Module):
         source_ids = self._encode(text)
         if not self.jit_compile:
             return search(source_ids)
-        # XLA on a CPU compiles a batch of one row into slower code than a
-        # batch of two (measured in benchmarks/README.md, "Serving"): one
-        # row is decoded twice and the copy dropped.
+        # Rows repeated up to a power of two, so that batch sizes share a few
+        # compiled programs, which the warm-up records can cover; at least
+        # two, as XLA on a CPU compiles a batch of one row into slower code
+        # than a batch of two (measured in benchmarks/README.md, "Serving").
         rows = tf.shape(source_ids)[0]
-        return search(tf.concat([source_ids, source_ids[: tf.maximum(2 - rows, 0)]], axis=0))[:rows]
+        return search(tf.gather(source_ids, tf.range(compiled_rows(rows)) % tf.maximum(rows, 1)))[:rows]
+
+
+SOURCE_MULTIPLE = 8  # under XLA, source ids are padded to a multiple of this many tokens
+
+
+def compiled_rows(rows):
+    """The rows an XLA-compiled export decodes a batch of `rows` in: the next power of two, at least 2 (0 for 0).
+
+    Works on Python ints and int32 tensors alike.
+
+    >>> [int(compiled_rows(n)) for n in (0, 1, 2, 3, 8, 9, 128, 129)]
+    [0, 2, 2, 4, 8, 16, 128, 256]
+    """
+    rows = tf.convert_to_tensor(rows, tf.int32)
+    # An integer loop, not 2 ** ceil(log2(rows)): float rounding sends exact powers of two one size up.
+    power = tf.while_loop(lambda p: p < rows, lambda p: (p * 2,), (tf.constant(2),))[0]
+    return tf.where(rows > 0, power, 0)
 
 
 def _archive(model, translator):
@@ -171,6 +198,7 @@ def export(
     description=None,
     warmup_texts=None,
     jit_compile=False,
+    warmup_largest_batch=None,
 ):
     """Writes the model as `export_dir/<next version>/` and returns that path.
 
@@ -190,14 +218,19 @@ def export(
             `assets.extra/signatures.json`, where clients look it up.
         warmup_texts: texts for TF Serving's warm-up records
             (`assets.extra/tf_serving_warmup_requests`, replayed by the server
-            at load so the first request does not pay for initialisation);
-            default: a few generic strings of different lengths.
+            at load so the first request does not pay for initialisation;
+            see `warmup_batches`); default: a few generic strings of
+            different lengths.
         check: called with the path of the complete SavedModel before it is
             published (e.g. to reload it in another process and evaluate
             it); returns more extra files (a dict as `extra_files`) or
             raises, and then nothing is published.
         jit_compile: compile the decoding loops with XLA (see `Translator`);
             ignored when `translator` is given (it was built with or without).
+        warmup_largest_batch: under XLA, the warm-up records compile every
+            program for batches of up to this many texts (default
+            `XLA_WARMUP_LARGEST_BATCH`); each program costs a second or two
+            of the server's load and some 20 MB of its memory.
 
     Example (a tiny untrained model; its translations are arbitrary, their shape is not):
 
@@ -230,7 +263,8 @@ def export(
         os.makedirs(extra, exist_ok=True)
         model.save(os.path.join(extra, "model.keras"))
         save_tokenizers(extra, source_tokenizer, target_tokenizer)
-        write_warmup_requests(os.path.join(extra, WARMUP_FILE), warmup_texts, os.path.basename(os.path.normpath(export_dir)))
+        warmup = warmup_batches(translator, warmup_texts, warmup_largest_batch or XLA_WARMUP_LARGEST_BATCH)
+        write_warmup_requests(os.path.join(extra, WARMUP_FILE), warmup, os.path.basename(os.path.normpath(export_dir)))
         _write_json(extra, {"signatures.json": _signature_docs(translator, description), **(extra_files or {})})
         if check is not None:
             _write_json(extra, check(staging) or {})
@@ -247,31 +281,82 @@ def export(
 
 
 WARMUP_FILE = "tf_serving_warmup_requests"
+XLA_WARMUP_LARGEST_BATCH = 128  # the largest of training.serving_config's allowed batch sizes by default
 _DEFAULT_WARMUP_TEXTS = ["", "a", "Hello.", "25 septembre 2009", "A longer request of several words, with punctuation."]
 
 
-def write_warmup_requests(path, texts=None, model_name=""):
-    """TF Serving's warm-up file: a TFRecord of `PredictionLog`s for both signatures.
+def warmup_batches(translator, texts=None, largest_batch=XLA_WARMUP_LARGEST_BATCH):
+    """The requests of the warm-up records, each a list of texts.
 
-    One request per batch size 1, 2 and all of `texts` (different lengths),
-    for `serving_default` and `beam_search`: a handful of records, far below
-    the 1,000 TF Serving accepts. Built with tensorflow-serving-api's protos.
+    Without XLA: the last text alone, the first two, all of them (the first
+    call of a signature runs TensorFlow's graph optimisations; sizes and
+    lengths differ). With XLA (`translator.jit_compile`), one request per
+    program XLA compiles: every power-of-two batch size from 2 to
+    `largest_batch` with a text of every source width, so that once the
+    server has replayed them no request of up to `largest_batch` texts
+    waits for a compilation.
+
+    Example:
+
+    >>> from tf_transformer import Transformer, TransformerConfig
+    >>> from tf_transformer.tokenizers import CharacterTokenizer
+    >>> source = target = CharacterTokenizer.train(["25 juin 2009"])
+    >>> model = Transformer(TransformerConfig.preset(
+    ...     "tiny", source_vocab_size=source.vocab_size, target_vocab_size=target.vocab_size, max_length=20))
+    >>> [len(batch) for batch in warmup_batches(Translator(model, source, target), ["a", "bb", "ccc"])]
+    [1, 2, 3]
+    >>> batches = warmup_batches(Translator(model, source, target, jit_compile=True), ["25 juin 2009"], 8)
+    >>> [(len(batch), len(batch[0])) for batch in batches]  # source widths 8, 16 and 20 (max_length)
+    [(2, 1), (4, 1), (8, 1), (2, 9), (4, 9), (8, 9), (2, 17), (4, 17), (8, 17)]
+    """
+    texts = list(texts or _DEFAULT_WARMUP_TEXTS)
+    if not translator.jit_compile:
+        return [texts[-1:], texts[:2], texts]
+    sizes = [size for size in (2**k for k in range(1, 31)) if size <= max(largest_batch, 2)]
+    return [[text] * size for text in _text_of_each_source_width(translator, texts) for size in sizes]
+
+
+def _text_of_each_source_width(translator, texts):
+    """The shortest prefix of the texts joined (repeated as needed) for each width `source_width` gives."""
+    pool = " ".join(text.strip() for text in texts if text.strip()) or "a"
+    tokenize = translator.source_tokenizer.tokenize
+    joined = pool
+    def tokens(text):
+        return int(tokenize(tf.constant([text])).row_lengths()[0])
+
+    while tokens(joined) <= translator.max_length and len(joined) < 10_000:
+        joined += " " + pool
+    while tokens(joined[: len(joined) // 2]) > translator.max_length:  # long samples: fewer prefixes to try
+        joined = joined[: len(joined) // 2]
+    prefixes = [joined[:end] for end in range(1, len(joined) + 1)]
+    widths = translator.source_width(tokenize(tf.constant(prefixes)).row_lengths()).numpy()
+    found = {}
+    for prefix, width in zip(prefixes, widths):
+        found.setdefault(int(width), prefix)
+    return [found[width] for width in sorted(found)]
+
+
+def write_warmup_requests(path, batches, model_name=""):
+    """TF Serving's warm-up file: a TFRecord of `PredictionLog`s, each batch for both signatures.
+
+    At most 1,000 records, as TF Serving accepts. Built with
+    tensorflow-serving-api's protos.
 
     Example:
 
     >>> import os, tempfile
     >>> from tensorflow_serving.apis import prediction_log_pb2
     >>> path = os.path.join(tempfile.mkdtemp(), WARMUP_FILE)
-    >>> write_warmup_requests(path, ["25 juin 2009", "Je t'aime.", "a"], "dates")
+    >>> write_warmup_requests(path, [["25 juin 2009"], ["Je t'aime.", "a"]], "dates")
     >>> logs = [prediction_log_pb2.PredictionLog.FromString(r.numpy()) for r in tf.data.TFRecordDataset(path)]
     >>> [(log.predict_log.request.model_spec.signature_name, len(log.predict_log.request.inputs["text"].string_val))
     ...  for log in logs]
-    [('serving_default', 1), ('serving_default', 2), ('serving_default', 3), ('beam_search', 1), ('beam_search', 2), ('beam_search', 3)]
+    [('serving_default', 1), ('serving_default', 2), ('beam_search', 1), ('beam_search', 2)]
     """
     from tensorflow_serving.apis import model_pb2, predict_pb2, prediction_log_pb2
 
-    texts = list(texts or _DEFAULT_WARMUP_TEXTS)
-    batches = [texts[-1:], texts[:2], texts]
+    if 2 * len(batches) > 1000:
+        raise ValueError(f"TF Serving replays at most 1,000 warm-up records; {len(batches)} batches make {2 * len(batches)}.")
     with tf.io.TFRecordWriter(path) as writer:
         for signature in (SERVING_KEY, BEAM_KEY):
             for batch in batches:

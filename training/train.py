@@ -77,6 +77,8 @@ def build_parser():
     parser.add_argument("--batch-size", type=positive_int, help="examples per batch (global, across replicas)")
     parser.add_argument("--train-size", type=positive_int, help="use at most this many training examples")
     parser.add_argument("--vocab-size", type=positive_int, help="subword vocabulary size per side (sentencepiece)")
+    parser.add_argument("--max-length", type=positive_int,
+                        help="tokens per side: longer training pairs are dropped, longer inputs truncated by the export")
     parser.add_argument("--warmup-steps", type=positive_int, help="warm-up steps of the learning-rate schedule")
     parser.add_argument("--learning-rate-scale", type=float, help="factor on the paper's learning-rate schedule")
     parser.add_argument("--export-dir", help="export to EXPORT_DIR/<version>/ (default: saved_models/<dataset name>)")
@@ -126,6 +128,7 @@ def resolve(args):
         "batch_tokens": args.batch_tokens if args.batch_tokens else 0 if args.batch_size else None,
         "train_size": args.train_size,
         "vocab_size": args.vocab_size,
+        "max_length": args.max_length,
         "warmup_steps": args.warmup_steps,
         "learning_rate_scale": args.learning_rate_scale,
         "select_by": args.select_by,

@@ -13,7 +13,12 @@ Python client or `training.translate` loads it:
   the first call of each batch size is timed apart (`first_call_s`: where
   an XLA export compiles);
 * 16 concurrent callers sending one-sentence requests to `serving_default`:
-  requests/s and their p50 / p99 latency.
+  requests/s and their p50 / p99 latency;
+* what loading costs a server (`warmup`): a fresh process that cannot import
+  this package loads each of our exports and replays its warm-up records as
+  TF Serving does at load — seconds, records, peak memory after loading
+  and after the replay, and the XLA programs the replay compiled
+  (TensorFlow's persistent XLA cache, one file per program).
 
 Decoders, each a SavedModel written and reloaded in this run (but the first):
 
@@ -145,8 +150,11 @@ def export_peer(parts, directory):
     return signatures["serving_default"], signatures["one_sentence"], target_tokenizer
 
 
-def export_compiled(parts, directory, name):
-    """An export's parts (`export_parts`) exported again with XLA-compiled decoding and its postprocess, reloaded."""
+def export_compiled(parts, directory, name, warmup_texts=None, warmup_largest_batch=None):
+    """An export's parts (`export_parts`) exported again with XLA-compiled decoding and its postprocess, reloaded.
+
+    Returns its greedy and beam callers and its path.
+    """
     model, source_tokenizer, target_tokenizer, documented = parts
     greedy, beam = documented["serving_default"], documented["beam_search"]
     postprocess = None
@@ -154,8 +162,64 @@ def export_compiled(parts, directory, name):
         from training.dates import valid_date_or_empty as postprocess
     translator = Translator(model, source_tokenizer, target_tokenizer, greedy.get("max_output_tokens"),
                             beam_size=beam.get("beam_size", 4), postprocess=postprocess, jit_compile=True)
-    compiled = tf.saved_model.load(export(model, source_tokenizer, target_tokenizer, directory, translator=translator))
-    return {"greedy": caller(compiled.signatures["serving_default"]), "beam": caller(compiled.signatures["beam_search"])}
+    path = export(model, source_tokenizer, target_tokenizer, directory, translator=translator,
+                  warmup_texts=warmup_texts, warmup_largest_batch=warmup_largest_batch)
+    compiled = tf.saved_model.load(path)
+    return {"greedy": caller(compiled.signatures["serving_default"]), "beam": caller(compiled.signatures["beam_search"]),
+            "path": path}
+
+
+WARMUP_REPLAY = """
+import sys
+sys.modules["tf_transformer"] = sys.modules["training"] = None  # as a server: the export alone
+import json, os, resource, time
+import tensorflow as tf
+try:
+    import tensorflow_text  # SentencePiece ops of subword exports
+except ImportError:
+    pass
+from tensorflow_serving.apis import prediction_log_pb2
+def peak_mib():
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+path, cache = sys.argv[1], sys.argv[2]
+start = time.perf_counter()
+loaded = tf.saved_model.load(path)
+result = {"load_s": round(time.perf_counter() - start, 2), "peak_mib_after_load": peak_mib()}
+start, records = time.perf_counter(), 0
+for record in tf.data.TFRecordDataset(os.path.join(path, "assets.extra", "tf_serving_warmup_requests")):
+    request = prediction_log_pb2.PredictionLog.FromString(record.numpy()).predict_log.request
+    loaded.signatures[request.model_spec.signature_name](text=tf.constant(tf.make_ndarray(request.inputs["text"])))
+    records += 1
+result.update(replay_s=round(time.perf_counter() - start, 2), records=records, peak_mib_after_replay=peak_mib(),
+              xla_programs=len(os.listdir(cache)) if os.path.isdir(cache) else 0)
+print(json.dumps(result))
+"""
+
+
+def warmup_cost(path, directory):
+    """Load `path` in a fresh process without this package and replay its warm-up records, as TF Serving loads it.
+
+    Twice when XLA compiled programs: the second load finds them in the
+    persistent cache the first one filled (`replay_s_from_cache`).
+    """
+    import subprocess
+
+    cache = tempfile.mkdtemp(prefix="xla-cache-", dir=directory)
+    env = {**os.environ, "TF_XLA_FLAGS": f"{os.environ.get('TF_XLA_FLAGS', '')} "
+                                         f"--tf_xla_persistent_cache_directory={cache}"}
+
+    def replay():
+        result = subprocess.run([sys.executable, "-c", WARMUP_REPLAY, path, cache], capture_output=True, text=True,
+                                env=env, check=False)
+        if result.returncode != 0:
+            raise RuntimeError(f"Replaying the warm-up records of {path} failed:\n{result.stderr[-3000:]}")
+        return json.loads(result.stdout.strip().splitlines()[-1])
+
+    cost = replay()
+    if cost["xla_programs"]:
+        again = replay()
+        cost.update(replay_s_from_cache=again["replay_s"], xla_programs_after_reload=again["xla_programs"])
+    return cost
 
 
 def as_strings(outputs):
@@ -224,9 +288,19 @@ def bench_export(name, export_dir, args):
         decoders = {"ours_greedy": caller(loaded.signatures["serving_default"]),
                     "ours_beam": caller(loaded.signatures["beam_search"])}
         parts = export_parts(path)
+        warmup = {"ours": warmup_cost(path, directory)}
+        print(f"{name} load and warm-up, {'ours_xla' if compiled_with_xla(path) else 'ours'}: {warmup['ours']}",
+              flush=True)
         if not compiled_with_xla(path):
-            compiled = export_compiled(parts, os.path.join(directory, "xla"), name)
+            evaluation = os.path.join(path, "assets.extra", "evaluation.json")
+            samples = None  # then export's default warm-up texts
+            if os.path.exists(evaluation):
+                with open(evaluation, encoding="utf-8") as file:
+                    samples = json.load(file).get("samples")  # the texts training.train warmed its export up with
+            compiled = export_compiled(parts, os.path.join(directory, "xla"), name, samples, args.warmup_largest_batch)
             decoders.update({"ours_xla_greedy": compiled["greedy"], "ours_xla_beam": compiled["beam"]})
+            warmup["ours_xla"] = warmup_cost(compiled["path"], directory)
+            print(f"{name} load and warm-up, ours_xla: {warmup['ours_xla']}", flush=True)
         batched_peer, one_sentence_peer, target_tokenizer = export_peer(parts, os.path.join(directory, "tutorial"))
         decoders.update({"tutorial_greedy": one_per_call(one_sentence_peer),
                          "tutorial_batched_greedy": caller(batched_peer)})
@@ -234,7 +308,7 @@ def bench_export(name, export_dir, args):
         # Over ours' non-empty answers: a postprocess (the dates export's calendar check) may blank an output.
         answered = [i for i, text in enumerate(ours_greedy) if text]
         result = {"saved_model": path, "inputs": len(texts), "ours_empty": len(texts) - len(answered),
-                  "agreement_with_ours_greedy": {}, "latency": {}, "throughput": {}}
+                  "warmup": warmup, "agreement_with_ours_greedy": {}, "latency": {}, "throughput": {}}
         for decoder, call in decoders.items():
             if decoder.endswith("greedy") and decoder != "ours_greedy":
                 outputs = [t.decode("utf-8") for t in call(texts)]
@@ -296,6 +370,8 @@ def main(argv=None):
     parser.add_argument("--seconds", type=float, default=2.0, help="time spent on each batch size (at least 3 calls)")
     parser.add_argument("--batch-sizes", type=lambda t: [int(v) for v in t.split(",")], default=list(BATCH_SIZES),
                         help="comma-separated batch sizes of the throughput figures")
+    parser.add_argument("--warmup-largest-batch", type=int, default=None,
+                        help="largest batch the XLA export's warm-up records compile (default: export's, 128)")
     parser.add_argument("--output", default=RESULTS)
     args = parser.parse_args(argv)
     started = time.time()

@@ -120,7 +120,7 @@ def test_serving_benchmark_peer_decodes_the_exports_weights_to_the_same_strings(
     output = tmp_path / "serving.json"
     result = run_module("benchmarks.serving", "--dates", "", "--text", str(tmp_path / "toy"), "--requests", "4",
                         "--concurrent-requests", "2", "--seconds", "0.05", "--batch-sizes", "1,8",
-                        "--output", str(output))
+                        "--warmup-largest-batch", "2", "--output", str(output))
     assert result.returncode == 0, result.stderr[-3000:]
     measured = json.loads(output.read_text())["exports"]["text"]
     # The peers rerun the whole model each step, and the XLA export compiles the same loop: greedy on the
@@ -137,6 +137,13 @@ def test_serving_benchmark_peer_decodes_the_exports_weights_to_the_same_strings(
     for against in measured["ratios"].values():
         assert set(against) == {"tutorial_greedy", "tutorial_batched_greedy"}
         assert all(set(r) == {"batch_1", "batch_8", "p50_latency"} for r in against.values())
+    # Loading replays the warm-up records in a process without the package: the core-ops export compiles
+    # nothing; the XLA one has a record per signature and source width (8, 16, 24) at batch 2, each a program.
+    warmup = measured["warmup"]
+    assert warmup["ours"]["xla_programs"] == 0 and warmup["ours"]["records"] >= 2
+    assert warmup["ours_xla"]["records"] == 2 * 3 == warmup["ours_xla"]["xla_programs"]
+    assert warmup["ours_xla"]["xla_programs_after_reload"] == 6  # the reload compiled nothing new
+    assert all(w["peak_mib_after_replay"] >= w["peak_mib_after_load"] > 0 for w in warmup.values())
 
 
 def test_input_pipeline_counts_real_target_tokens_and_padding(tmp_path):

@@ -47,6 +47,7 @@ CONFIGS = {
         max_length=48,
         fold_source=True,  # "25 SEPTEMBRE 2009", "  tuesday june 25 2009 " read as the generated forms
         max_output_length=12,  # <s> YYYY-MM-DD </s>: decoding never runs past an ISO date
+        average_last=5,  # 99.92 % exact, commas dropped 99.2 %, against 99.52 % and 96.2 % for the kept epoch alone (one run)
     ),
     # A TSV corpus of short sentences (Tatoeba-sized, ~16k pairs).
     "tsv": TrainingConfig(

@@ -29,6 +29,7 @@ from tf_transformer import losses, metrics, schedules  # noqa: E402
 from tf_transformer.tokenizers import CharacterTokenizer, SentencePieceTokenizer, load_tokenizers, save_tokenizers  # noqa: E402
 from training import callbacks as callbacks_lib  # noqa: E402
 from training import dates, distributed, evaluate, pipeline, tsv  # noqa: E402
+from training import configs  # noqa: E402
 from training.configs import CONFIGS  # noqa: E402
 
 DESCRIPTIONS = {
@@ -71,7 +72,9 @@ def build_parser():
     )
     parser.add_argument("--dataset", default="dates", help="'dates' (embedded, default) or a source<TAB>target .tsv file")
     parser.add_argument("--reverse", action="store_true", help="read the TSV columns as target<TAB>source")
-    parser.add_argument("--config", choices=sorted(CONFIGS), help="named training config (default: 'dates' or 'tsv' by dataset)")
+    parser.add_argument("--config", choices=sorted(CONFIGS),
+                        help="named training config (default: 'dates', or for a TSV corpus 'tsv' under "
+                             f"{configs.MEDIUM_CORPUS_PAIRS:,} training pairs and 'tsv-medium' from there)")
     parser.add_argument("--preset", choices=["tiny", "small", "base", "big"], help="model size (TransformerConfig preset)")
     parser.add_argument("--epochs", type=positive_int, help="training epochs")
     parser.add_argument("--batch-size", type=positive_int, help="examples per batch (global, across replicas)")
@@ -100,8 +103,8 @@ def build_parser():
                         help="an epoch is N steps of the endless shuffled stream (default: about one pass)")
     parser.add_argument("--tokenizer-sample", type=positive_int, default=1_000_000,
                         help="subword vocabularies are learned from a seeded sample of N training pairs")
-    parser.add_argument("--shuffle-buffer", type=positive_int, default=16384,
-                        help="examples shuffled together when a corpus is streamed from files")
+    parser.add_argument("--shuffle-buffer", type=positive_int,
+                        help="examples shuffled together when a corpus is streamed from files (default: the config's)")
     parser.add_argument("--backup-every", type=positive_int,
                         help="a resume backup every N steps (default: every 3 minutes of training)")
     parser.add_argument("--average-last", type=positive_int,
@@ -111,16 +114,26 @@ def build_parser():
     return parser
 
 
-def resolve(args):
-    """The training config after the command-line overrides, and the dataset's name."""
-    is_dates = args.dataset == "dates"
-    if not is_dates:
+def check_dataset(args):
+    """Raises SystemExit, before anything is read, when `--dataset` names nothing usable."""
+    if args.dataset != "dates":
         try:
             tsv.corpus_files(args.dataset)
         except tsv.DatasetError as error:
             raise SystemExit(f"{error}. --dataset takes 'dates', a .tsv or .tsv.gz file, a directory of them "
                              "or a quoted glob ('data/*.tsv.gz').") from None
-    config = CONFIGS[args.config or ("dates" if is_dates else "tsv")]
+
+
+def resolve(args, train_pairs=0):
+    """The training config after the command-line overrides, its name, and the dataset's name.
+
+    Without `--config` the corpus picks it (`configs.for_corpus`, from
+    its `train_pairs`). A flag the user passed wins over the config;
+    `--preset` replaces the config's model size (`configs.SIZE_FIELDS`).
+    """
+    is_dates = args.dataset == "dates"
+    config_name = args.config or configs.for_corpus(args.dataset, train_pairs)
+    config = CONFIGS[config_name]
     overrides = {
         "preset": args.preset,
         "epochs": args.epochs,
@@ -133,9 +146,13 @@ def resolve(args):
         "learning_rate_scale": args.learning_rate_scale,
         "select_by": args.select_by,
         "average_last": args.average_last,
+        "shuffle_buffer": args.shuffle_buffer,
     }
+    if args.preset:
+        overrides["model_overrides"] = {k: v for k, v in config.model_overrides.items() if k not in configs.SIZE_FIELDS}
     config = dataclasses.replace(config, **{k: v for k, v in overrides.items() if v is not None})
-    return config, "dates" if is_dates else dataset_name(args.dataset) + ("-reversed" if args.reverse else "")
+    name = "dates" if is_dates else dataset_name(args.dataset) + ("-reversed" if args.reverse else "")
+    return config, config_name, name
 
 
 def dataset_name(spec):
@@ -157,7 +174,7 @@ SHARED_TATOEBA = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__
                               "tatoeba-eng-fra.tsv")
 
 
-def load_corpus(args, config, work_dir):
+def load_corpus(args, train_size, work_dir):
     """The held-out splits, the tokenizers' sample and where the training pairs come from.
 
     In memory: the dates, or one small plain TSV (`tsv.is_small`) without
@@ -173,7 +190,7 @@ def load_corpus(args, config, work_dir):
         `"files"` (None in memory) and `"train_pairs"`.
     """
     if args.dataset == "dates":
-        splits = dates.load(num_examples=(config.train_size or 48000) * 21 // 20, seed=args.seed,
+        splits = dates.load(num_examples=train_size * 21 // 20, seed=args.seed,
                             tatoeba_path=SHARED_TATOEBA)
         return {"splits": splits, "sample": _sample(splits["train"], args), "files": None,
                 "train_pairs": len(splits["train"][0])}
@@ -181,7 +198,7 @@ def load_corpus(args, config, work_dir):
         files = tsv.corpus_files(args.dataset)
         given = {split: getattr(args, split) for split in ("validation", "test") if getattr(args, split)}
         if tsv.is_small(files) and not given:
-            splits = tsv.load(files[0], reverse=args.reverse, seed=args.seed, train_size=config.train_size or None)
+            splits = tsv.load(files[0], reverse=args.reverse, seed=args.seed, train_size=train_size or None)
             return {"splits": splits, "sample": _sample(splits["train"], args), "files": None,
                     "train_pairs": len(splits["train"][0])}
         splits = {split: tsv.read_pairs(path, reverse=args.reverse)[:2] for split, path in given.items()}
@@ -194,6 +211,13 @@ def load_corpus(args, config, work_dir):
         else:
             scanned = tsv.scan(files, reverse=args.reverse, sample_size=args.tokenizer_sample, seed=args.seed,
                                carve=[split for split in ("validation", "test") if split not in given])
+            # The pairs the epoch length is estimated from, kept with the scan so that a resumed run
+            # estimates the same length (and so skips to the same lines). Drawn at random from the
+            # sample: below the reservoir's size the sample is the corpus in file order, and the
+            # Anki shards are sorted by length.
+            sample = list(zip(*scanned["sample"]))
+            chosen = sorted(random.Random(args.seed).sample(range(len(sample)), min(len(sample), LENGTH_SAMPLE)))
+            scanned["length_sample"] = [[sample[i][side] for i in chosen] for side in (0, 1)]
             with open(cached + ".tmp", "w", encoding="utf-8") as file:
                 json.dump({key: value for key, value in scanned.items() if key != "sample"}, file, ensure_ascii=False)
             os.replace(cached + ".tmp", cached)
@@ -204,7 +228,10 @@ def load_corpus(args, config, work_dir):
         if not splits[split][0]:
             raise SystemExit(f"The corpus gave no {split} pairs; give --{split} FILE.")
     return {"splits": splits, "sample": tuple(scanned["sample"]), "files": files, "train_pairs": scanned["train_pairs"],
-            "lines": scanned["lines"], "carved": scanned["carved"]}
+            "lines": scanned["lines"], "carved": scanned["carved"], "length_sample": scanned.get("length_sample")}
+
+
+LENGTH_SAMPLE = 20000  # streamed corpora: pairs whose token lengths estimate the epoch length
 
 
 def _sample(train, args):
@@ -240,8 +267,9 @@ class TrainingData:
     In memory the training pairs are tokenised once (`pipeline.encode_pairs`)
     and reshuffled every pass; streamed, lines are read and tokenised as
     they are trained on. The epoch length, when `--steps-per-epoch` does not
-    give it, is about one pass, estimated from the token lengths of (a part
-    of) the tokenizers' sample or of the in-memory pairs.
+    give it, is about `config.epoch_passes` of a pass, estimated from the
+    token lengths of a random part of the tokenizers' sample, kept with the
+    scan (`LENGTH_SAMPLE` pairs), or of the in-memory pairs.
     """
 
     def __init__(self, corpus, config, args, tokenizers):
@@ -254,14 +282,14 @@ class TrainingData:
             lengths = (source_ids.row_lengths().numpy(), target_ids.row_lengths().numpy())
             train_pairs = int(source_ids.nrows())
         else:
-            sample = [list(side[:20000]) for side in corpus["sample"]] if corpus["sample"][0] else None
-            if sample is None:  # resumed: the sample was not kept; the held-out pairs stand in for it
-                sample = [list(side) for side in corpus["splits"]["validation"]]
+            sample = corpus["length_sample"] or [list(side) for side in corpus["splits"]["validation"]]  # an older work dir
             ids = [tokenizer.tokenize(tf.constant(side)).row_lengths().numpy() for tokenizer, side in zip(tokenizers, sample)]
             lengths = (ids[0], ids[1] + 2)  # start and end
             train_pairs, self.dropped = corpus["train_pairs"], None
+        self.sample_target_lengths = lengths[1]
+        self.shuffle_buffer = config.shuffle_buffer or configs.auto_shuffle_buffer(train_pairs)
         self.one_pass, per_step = pipeline.steps_for_one_pass(*lengths, train_pairs, config.max_length, **self.batching)
-        self.steps_per_epoch = args.steps_per_epoch or self.one_pass
+        self.steps_per_epoch = args.steps_per_epoch or max(1, round(self.one_pass * config.epoch_passes))
         examples_per_epoch = self.steps_per_epoch * per_step
         if self.files is not None:  # the offsets are raw lines: held-out, malformed and too-long lines included
             fits = np.mean((lengths[0] <= config.max_length) & (lengths[1] <= config.max_length))
@@ -283,7 +311,7 @@ class TrainingData:
         return pipeline.training_stream(
             lambda offset: self.examples_from(offset, input_context), self.config.max_length, self.steps_per_epoch,
             self.examples_per_epoch, first_epoch=first_epoch, epochs=epochs, skip_steps=skip_steps,
-            shuffle_buffer=0 if self.files is None else self.args.shuffle_buffer, seed=self.args.seed,
+            shuffle_buffer=0 if self.files is None else self.shuffle_buffer, seed=self.args.seed,
             num_replicas=num_replicas, **self.batching)
 
 
@@ -481,6 +509,65 @@ class ExportEvaluation:
         }
 
 
+@dataclasses.dataclass
+class Run:
+    """What a run trains on, resolved from its options before any model exists (`prepare_run`)."""
+
+    args: argparse.Namespace  # the options, as the flags' parser gives them
+    config: configs.TrainingConfig  # after the flags' overrides
+    config_name: str
+    name: str  # the dataset's name: the export dir's default
+    strategy: tf.distribute.Strategy
+    export_dir: str
+    work_dir: str  # the chief's; `own_work_dir` is where this worker writes
+    own_work_dir: str
+    corpus: dict  # `load_corpus`'s
+    tokenizers: tuple  # (source, target)
+    data: "TrainingData"
+    started: float
+
+
+def options_to_args(options):
+    """The command line's `Namespace` for keyword options named as the flags (`export_dir=...`)."""
+    args = build_parser().parse_args([])
+    unknown = sorted(set(options) - set(vars(args)))
+    if unknown:
+        raise TypeError(f"Unknown option(s) of train_and_evaluate: {', '.join(unknown)} (see `python -m training.train --help`)")
+    for option, value in options.items():
+        setattr(args, option, value)
+    return args
+
+
+def prepare_run(**options):
+    """The corpus read (or scanned), the config chosen for it, the tokenizers learned and the training stream made.
+
+    Takes `train_and_evaluate`'s options. The config is chosen after the
+    corpus is counted (`configs.for_corpus`) unless `config=` names one.
+    """
+    args = options_to_args(options)
+    check_dataset(args)
+    strategy = make_strategy(args.strategy)
+    named = CONFIGS[args.config] if args.config else CONFIGS["dates"] if args.dataset == "dates" else None
+    _, _, name = resolve(args)
+    export_dir = args.export_dir or os.path.join("saved_models", name)
+    work_dir = args.work_dir or export_dir.rstrip("/") + ".work"
+    # Multi-worker: only the chief writes work_dir; the others write a twin they delete.
+    own_work_dir = distributed.write_path(work_dir, strategy)
+    os.makedirs(own_work_dir, exist_ok=True)
+    keras.utils.set_random_seed(args.seed)
+    if args.mixed_precision != "off":
+        keras.config.set_dtype_policy(f"mixed_{args.mixed_precision}")
+    started = time.time()
+    corpus = load_corpus(args, args.train_size or (named.train_size if named else 0), own_work_dir)
+    config, config_name, name = resolve(args, corpus["train_pairs"])
+    tokenizers = make_tokenizers(config, corpus["sample"], own_work_dir)
+    if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        distributed.check_same_on_every_worker(strategy, fingerprint(corpus, tokenizers), "data or vocabularies")
+    data = TrainingData(corpus, config, args, tokenizers)
+    return Run(args, config, config_name, name, strategy, export_dir, work_dir, own_work_dir, corpus, tokenizers, data,
+               started)
+
+
 def main(argv=None):
     """The command line: flags parsed, then `train_and_evaluate`."""
     return train_and_evaluate(**vars(build_parser().parse_args(argv)))
@@ -503,42 +590,23 @@ def train_and_evaluate(**options):
 
         result = train_and_evaluate(preset="tiny", epochs=1, train_size=600, export_dir="/tmp/dates")
     """
-    args = build_parser().parse_args([])
-    unknown = sorted(set(options) - set(vars(args)))
-    if unknown:
-        raise TypeError(f"Unknown option(s) of train_and_evaluate: {', '.join(unknown)} (see `python -m training.train --help`)")
-    for option, value in options.items():
-        setattr(args, option, value)
-    config, name = resolve(args)
-    strategy = make_strategy(args.strategy)
+    run = prepare_run(**options)
+    args, config, name, corpus, data = run.args, run.config, run.name, run.corpus, run.data
+    strategy, export_dir, work_dir = run.strategy, run.export_dir, run.work_dir
     multi_worker = isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
-    export_dir = args.export_dir or os.path.join("saved_models", name)
-    work_dir = args.work_dir or export_dir.rstrip("/") + ".work"
-    # Multi-worker: only the chief writes work_dir; the others write a twin they delete.
-    own_work_dir = distributed.write_path(work_dir, strategy)
-    os.makedirs(own_work_dir, exist_ok=True)
-    keras.utils.set_random_seed(args.seed)
-    if args.mixed_precision != "off":
-        keras.config.set_dtype_policy(f"mixed_{args.mixed_precision}")
-    started = time.time()
-
-    corpus = load_corpus(args, config, own_work_dir)
     splits = corpus["splits"]
-    source_tokenizer, target_tokenizer = make_tokenizers(config, corpus["sample"], own_work_dir)
-    if multi_worker:
-        distributed.check_same_on_every_worker(
-            strategy, fingerprint(corpus, (source_tokenizer, target_tokenizer)), "data or vocabularies"
-        )
-    data = TrainingData(corpus, config, args, (source_tokenizer, target_tokenizer))
+    source_tokenizer, target_tokenizer = run.tokenizers
+    started = run.started
     validation = pipeline.encode_pairs(*splits["validation"], source_tokenizer, target_tokenizer, config.max_length)
     where = "in memory" if corpus["files"] is None else f"streamed from {len(corpus['files'])} file(s)"
     dropped = "" if data.dropped is None else f" ({data.dropped} too long for max_length {config.max_length}, dropped)"
+    epoch = "about one pass" if config.epoch_passes == 1 else f"about {config.epoch_passes:g} of a pass"
     print(
         f"Data: {name}, {corpus['train_pairs']} train{dropped} / {len(splits['validation'][0])} validation / "
-        f"{len(splits['test'][0])} test pairs, {where}; vocabularies {source_tokenizer.vocab_size} / "
-        f"{target_tokenizer.vocab_size}; {data.steps_per_epoch} steps an epoch of "
+        f"{len(splits['test'][0])} test pairs, {where}; config {run.config_name}; vocabularies "
+        f"{source_tokenizer.vocab_size} / {target_tokenizer.vocab_size}; {data.steps_per_epoch} steps an epoch of "
         + (f"about {config.batch_tokens} tokens" if config.batch_tokens else f"{config.batch_size} examples")
-        + ("" if args.steps_per_epoch else " (about one pass)"),
+        + ("" if args.steps_per_epoch else f" ({epoch})"),
         flush=True,
     )
 

@@ -2,7 +2,9 @@
 
 A training config says how to train (data size, tokenizer, epochs, batch,
 schedule) and which model preset to start from; command-line flags
-override any of it.
+override any of it. `for_corpus` picks the default one from what the
+corpus is and how many training pairs it has (as OpenNMT-tf's
+`--auto_config` does from the model and data).
 """
 
 import dataclasses
@@ -29,6 +31,21 @@ class TrainingConfig:
     batch_tokens: int = 0  # tokens per batch and side, padding included (0: batch_size examples per batch)
     select_by: str = "loss"  # the checkpoint kept: lowest val_loss, or best held-out BLEU / exact match ("bleu")
     average_last: int = 1  # average the last K epochs' weights before evaluation and export (1: off)
+    epoch_passes: float = 1.0  # an epoch is about this fraction of one pass over the training pairs
+    shuffle_buffer: int = 16384  # examples shuffled together when a corpus is streamed from files (0: `auto_shuffle_buffer`)
+
+
+# The model fields a named `--preset` sets; a config's overrides of these
+# give way to the preset the user named (the other overrides, such as
+# shared embeddings, go with the config's vocabulary and stay).
+SIZE_FIELDS = ("num_layers", "d_model", "num_heads", "dff", "dropout")
+
+# The most examples an automatic shuffle buffer holds: 135 MiB of padded
+# rows at max_length 64.
+SHUFFLE_BUFFER_CAP = 262_144
+
+# Corpora of at least this many training pairs get the "tsv-medium" recipe.
+MEDIUM_CORPUS_PAIRS = 50_000
 
 
 CONFIGS = {
@@ -65,4 +82,46 @@ CONFIGS = {
         eval_beam_size=4,  # the paper's beam; +1.8 BLEU over greedy here
         average_last=5,  # the paper's 5: +2.4 to +6 greedy BLEU on Tatoeba fr→en over the kept epoch alone (benchmarks/README)
     ),
+    # A corpus of 50k to about a million pairs (the 150k-pair Anki shards),
+    # sized to train, evaluate and export in an hour on a 2-core CPU: the
+    # training step is compute-bound there (≈ 100 GFLOP/s), so the recipe
+    # spends the hour on passes over the data rather than on a wider model.
+    # benchmarks/README.md, "Anki", has what each choice was measured against.
+    "tsv-medium": TrainingConfig(
+        preset="small",
+        model_overrides={"num_layers": 3, "d_model": 256, "num_heads": 8, "dff": 512, "dropout": 0.1,
+                         "share_embeddings": True, "tie_output_embedding": True},
+        tokenizer="sentencepiece",
+        vocab_size=8000,  # one vocabulary for French and English, embeddings shared and tied: as fast a pass as 3,000 per side
+        shared_vocabulary=True,
+        epochs=15,
+        epoch_passes=1 / 3,  # 5 passes, what an hour holds; averaging the last 5 epochs spans the last third
+        batch_size=64,
+        batch_tokens=1024,  # 34 % more real tokens/s than 512 without XLA, on this model
+        warmup_steps=800,
+        learning_rate_scale=1.0,
+        max_length=64,  # the corpus's longest sentences (54 French words) fit
+        early_stopping_patience=3,
+        eval_beam_size=4,
+        average_last=5,
+        shuffle_buffer=0,  # a whole pass: the shards are sorted by length, and a smaller window left an epoch's lengths drifting
+    ),
 }
+
+
+def for_corpus(dataset, train_pairs):
+    """The default config's name for a dataset: "dates", or a TSV recipe sized by its training pairs."""
+    if dataset == "dates":
+        return "dates"
+    return "tsv-medium" if train_pairs >= MEDIUM_CORPUS_PAIRS else "tsv"
+
+
+def auto_shuffle_buffer(train_pairs):
+    """A shuffle buffer of a whole pass where it fits (`SHUFFLE_BUFFER_CAP`).
+
+    Shards cut from a file sorted by length (the Anki release) are read
+    side by side, each from its start: a buffer smaller than a pass sees
+    the short halves of the shards in one half-pass epoch and the long
+    halves in the next (benchmarks.stream_mixing measures it).
+    """
+    return max(1, min(int(train_pairs), SHUFFLE_BUFFER_CAP))

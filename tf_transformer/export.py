@@ -19,6 +19,7 @@ import json
 import os
 import shutil
 import tempfile
+import time
 
 import keras
 import tensorflow as tf
@@ -179,6 +180,72 @@ def _archive(model, translator):
     return archive
 
 
+STAGING_PREFIX = ".export-"
+_OWNER_FILE = ".owner.json"  # in a staging dir: the exporting process, so a later export can tell it is stale
+
+
+def _process_start(pid):
+    """When process `pid` started (clock ticks since boot, from /proc), None where /proc has no answer."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as file:
+            return int(file.read().rsplit(")", 1)[1].split()[19])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _alive(pid, start):
+    """Whether the process that wrote an owner marker still runs (the same pid and start time)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's live process
+    return start is None or _process_start(pid) in (None, start)
+
+
+def remove_stale_staging(export_dir):
+    """Removes the staging dirs of exports whose process has ended (killed mid-export); returns their paths.
+
+    Each staging dir holds an owner marker (pid and start time); one
+    without a marker is left alone unless it is older than a day, since a
+    live exporter may not have written its marker yet.
+    """
+    removed = []
+    if not os.path.isdir(export_dir):
+        return removed
+    for name in os.listdir(export_dir):
+        path = os.path.join(export_dir, name)
+        if not name.startswith(STAGING_PREFIX) or not os.path.isdir(path):
+            continue
+        try:
+            with open(os.path.join(path, _OWNER_FILE), encoding="utf-8") as file:
+                owner = json.load(file)
+            stale = not _alive(int(owner["pid"]), owner.get("start"))
+        except (OSError, ValueError, KeyError, TypeError):
+            stale = time.time() - os.path.getmtime(path) > 86400
+        if stale:
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path)
+    return removed
+
+
+def _staging_dir(export_dir):
+    """A new staging dir beside the versions (same file system: the rename is atomic), marked with its owner.
+
+    Its mode is a normal directory's under the process umask (0755 by
+    default), not `mkdtemp`'s 0700: it becomes the published version, which
+    a TF Serving process running as another user must read.
+    """
+    staging = tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=export_dir)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(staging, 0o777 & ~umask)
+    with open(os.path.join(staging, _OWNER_FILE), "w", encoding="utf-8") as file:
+        json.dump({"pid": os.getpid(), "start": _process_start(os.getpid())}, file)
+    return staging
+
+
 def next_version(export_dir):
     """The next free integer version under `export_dir` (1 for a new one)."""
     versions = [int(name) for name in os.listdir(export_dir) if name.isdigit()] if os.path.isdir(export_dir) else []
@@ -252,11 +319,14 @@ def export(
     """
     if keras.backend.backend() != "tensorflow":
         raise RuntimeError("Exporting a SavedModel needs the TensorFlow backend (KERAS_BACKEND=tensorflow).")
+    if os.path.exists(export_dir) and not os.path.isdir(export_dir):
+        raise NotADirectoryError(f"The export directory {export_dir} is a file, not a directory.")
     os.makedirs(export_dir, exist_ok=True)
+    remove_stale_staging(export_dir)
     if translator is None:
         translator = Translator(model, source_tokenizer, target_tokenizer, max_output_length, beam_size,
                                 jit_compile=jit_compile)
-    staging = tempfile.mkdtemp(prefix=".export-", dir=export_dir)  # same file system: rename is atomic
+    staging = _staging_dir(export_dir)
     try:
         _archive(model, translator).write_out(staging, verbose=False)
         extra = os.path.join(staging, "assets.extra")
@@ -268,6 +338,7 @@ def export(
         _write_json(extra, {"signatures.json": _signature_docs(translator, description), **(extra_files or {})})
         if check is not None:
             _write_json(extra, check(staging) or {})
+        os.remove(os.path.join(staging, _OWNER_FILE))
         while True:  # another exporter may have taken the version meanwhile
             target = os.path.join(export_dir, str(next_version(export_dir)))
             try:

@@ -1,5 +1,6 @@
 """Training callbacks: resume backups that survive a kill or a corrupt file, checkpoints, throughput, held-out scores."""
 
+import contextlib
 import json
 import os
 import shutil
@@ -34,16 +35,31 @@ def restore_newest_readable(paths, load, directory, kind, log=print):
     return None
 
 
-def _write_json(path, value):
-    """Written to a temporary file and renamed: a kill never leaves half a file."""
-    with open(path + ".tmp", "w", encoding="utf-8") as file:
-        json.dump(value, file)
-    os.replace(path + ".tmp", path)
+def write_json(path, value):
+    """Written to a temporary file and renamed: a kill never leaves half a file, a full disk none at all."""
+    with _removed_on_failure(path + ".tmp") as temporary:
+        with open(temporary, "w", encoding="utf-8") as file:
+            json.dump(value, file)
+        os.replace(temporary, path)
 
 
 def _save_weights(model, path):
-    model.save_weights(path + ".tmp.weights.h5")  # Keras insists on the suffix
-    os.replace(path + ".tmp.weights.h5", path)
+    with _removed_on_failure(path + ".tmp.weights.h5") as temporary:  # Keras insists on the suffix
+        model.save_weights(temporary)
+        os.replace(temporary, path)
+
+
+@contextlib.contextmanager
+def _removed_on_failure(path):
+    """Yields `path`; if the block fails (a full disk), the partial file there is removed before the error goes on."""
+    try:
+        yield path
+    except BaseException:
+        try:
+            os.remove(path)
+        except OSError:
+            pass
+        raise
 
 
 class StepBackup(keras.callbacks.Callback):
@@ -108,12 +124,8 @@ class StepBackup(keras.callbacks.Callback):
             os.replace(self.weights_path, self.previous_weights)
             os.replace(self.position_path, self.previous_position)
         _save_weights(self.model, self.weights_path)
-        _write_json(self.position_path, {"epoch": epoch, "step": step})
+        write_json(self.position_path, {"epoch": epoch, "step": step})
         self.steps_since, self.last_saved = 0, time.monotonic()
-
-    def finish(self):
-        """Training is over: the backup goes, so the same command later starts a new run."""
-        shutil.rmtree(self.backup_dir, ignore_errors=True)
 
 
 class EpochCheckpoints(keras.callbacks.Callback):
@@ -159,12 +171,13 @@ class EpochCheckpoints(keras.callbacks.Callback):
         self.state["epochs"] = epochs[-self.keep:]
         best = self.state["best"]
         if best is None or (value < best if self.mode == "min" else value > best):
-            shutil.copyfile(self.path(number), self.best_path + ".tmp")
-            os.replace(self.best_path + ".tmp", self.best_path)
+            with _removed_on_failure(self.best_path + ".tmp") as temporary:
+                shutil.copyfile(self.path(number), temporary)
+                os.replace(temporary, self.best_path)
             self.state.update(best=float(value), best_epoch=number, wait=0)
         else:
             self.state["wait"] += 1
-        _write_json(self.state_path, self.state)
+        write_json(self.state_path, self.state)
         if self.patience and self.state["wait"] >= self.patience:
             self.log(f"Early stopping: {self.monitor} has not improved for {self.patience} epochs "
                      f"(best {self.state['best']:.4g} at epoch {self.state['best_epoch']})")

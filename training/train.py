@@ -9,11 +9,14 @@ backup in `--work-dir`.
 
 import argparse
 import dataclasses
+import errno
 import glob
 import json
 import math
 import os
 import random
+import re
+import shutil
 import sys
 import time
 import zlib
@@ -372,7 +375,12 @@ def train_multi_worker(model, strategy, config, data, validation, args, work_dir
 
 
 def train_single(model, data, validation_data, config, args, work_dir, held_out_translation):
-    """`model.fit` over the stream, resumable at any backed-up step; returns the checkpoints callback."""
+    """`model.fit` over the stream, resumable at any backed-up step; returns the checkpoints callback.
+
+    The backup stays until the export is published (`finish_run`): a run
+    that fails or is killed while exporting resumes with the same command,
+    straight to the export when training had ended.
+    """
     backup = callbacks_lib.StepBackup(os.path.join(work_dir, "backup"), every_steps=args.backup_every)
     first_epoch, skip_steps = backup.restore(model)
     select_by_score = config.select_by == "bleu"
@@ -389,6 +397,9 @@ def train_single(model, data, validation_data, config, args, work_dir, held_out_
     if checkpoints.state["wait"] and config.early_stopping_patience and \
             checkpoints.state["wait"] >= config.early_stopping_patience:
         first_epoch = config.epochs  # it had stopped early before the kill
+    if first_epoch >= config.epochs and (first_epoch or skip_steps):
+        print(f"Training had finished before (epoch {checkpoints.state['epochs'][-1] if checkpoints.state['epochs'] else first_epoch}"
+              f" of {config.epochs}); evaluating and exporting its weights.", flush=True)
     # A run resumed mid-epoch first trains that epoch's remaining steps, its
     # stream skipping what was trained; then the whole epochs that are left.
     if skip_steps and first_epoch < config.epochs:
@@ -400,7 +411,6 @@ def train_single(model, data, validation_data, config, args, work_dir, held_out_
         model.fit(data.stream(first_epoch, epochs=config.epochs), validation_data=validation_data,
                   initial_epoch=first_epoch, epochs=config.epochs, steps_per_epoch=data.steps_per_epoch,
                   callbacks=callbacks, shuffle=False)
-    backup.finish()
     return checkpoints
 
 
@@ -509,6 +519,58 @@ class ExportEvaluation:
         }
 
 
+RUN_FILE = "run.json"  # in the work dir: the options of the run whose resumable state it holds
+# Options a resumed run may change: how long it trains and where and how it writes.
+RESUMABLE_CHANGES = ("epochs", "backup_every", "export_xla", "export_dir", "work_dir", "jit_compile")
+# What a finished run leaves behind besides its TensorBoard logs (the export has the rest).
+RUN_STATE = ("backup", "checkpoints", "tokenizers", "corpus.json", "best.weights.h5", RUN_FILE)
+
+
+def check_writable(path, what):
+    """Raises SystemExit, before training, when `path` cannot become a directory this process writes."""
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise SystemExit(f"The {what} {path} is a file, not a directory; name another with --{what.replace(' ', '-')}.")
+    parent = path
+    while not os.path.exists(parent):
+        parent = os.path.dirname(os.path.abspath(parent))
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise SystemExit(f"The {what} {path} cannot be written ({parent} is not writable by this user).")
+
+
+def claim_work_dir(work_dir, args):
+    """Records this run's options in the work dir; refuses one that holds an unfinished run with other options.
+
+    A resumed run must train what the interrupted one trained: its
+    backup, tokenizers and corpus scan are reused. Options in
+    `RESUMABLE_CHANGES` may differ.
+    """
+    options = {k: v for k, v in sorted(vars(args).items()) if k not in RESUMABLE_CHANGES}
+    path = os.path.join(work_dir, RUN_FILE)
+    if os.path.exists(path):
+        with open(path, encoding="utf-8") as file:
+            before = json.load(file)
+        changed = [f"{k} {before.get(k)!r} -> {options.get(k)!r}" for k in sorted(set(before) | set(options))
+                   if before.get(k) != options.get(k)]
+        if changed:
+            raise SystemExit(
+                f"The work dir {work_dir} holds an unfinished run with other options ({'; '.join(changed)}). "
+                "Run the same command to resume it, or delete the work dir (or pass another --work-dir) to start over.")
+        return
+    elif any(os.path.exists(os.path.join(work_dir, name)) for name in ("backup", "checkpoints")):
+        return  # a work dir of an earlier version without RUN_FILE: resumed as before
+    callbacks_lib.write_json(path, options)
+
+
+def finish_run(work_dir):
+    """The export is published: the run's resumable state goes, so the same command later starts a new run."""
+    for name in RUN_STATE:
+        path = os.path.join(work_dir, name)
+        if os.path.isdir(path):
+            shutil.rmtree(path, ignore_errors=True)
+        elif os.path.exists(path):
+            os.remove(path)
+
+
 @dataclasses.dataclass
 class Run:
     """What a run trains on, resolved from its options before any model exists (`prepare_run`)."""
@@ -551,9 +613,12 @@ def prepare_run(**options):
     _, _, name = resolve(args)
     export_dir = args.export_dir or os.path.join("saved_models", name)
     work_dir = args.work_dir or export_dir.rstrip("/") + ".work"
+    check_writable(export_dir, "export dir")
+    check_writable(work_dir, "work dir")
     # Multi-worker: only the chief writes work_dir; the others write a twin they delete.
     own_work_dir = distributed.write_path(work_dir, strategy)
     os.makedirs(own_work_dir, exist_ok=True)
+    claim_work_dir(own_work_dir, args)
     keras.utils.set_random_seed(args.seed)
     if args.mixed_precision != "off":
         keras.config.set_dtype_policy(f"mixed_{args.mixed_precision}")
@@ -569,8 +634,43 @@ def prepare_run(**options):
 
 
 def main(argv=None):
-    """The command line: flags parsed, then `train_and_evaluate`."""
-    return train_and_evaluate(**vars(build_parser().parse_args(argv)))
+    """The command line: flags parsed, then `train_and_evaluate`; a full disk or an I/O failure is one line and exit 1."""
+    options = vars(build_parser().parse_args(argv))
+    try:
+        return train_and_evaluate(**options)
+    except (OSError, tf.errors.OpError) as error:
+        problem = storage_problem(error)
+        if problem is None:
+            raise
+        print(f"Error: {problem}. The previous backup and every published version are intact; "
+              "run the same command again to resume once that is mended.", file=sys.stderr, flush=True)
+        sys.stdout.flush()
+        # os._exit: h5py, interrupted by a full disk mid-write, can crash the interpreter's
+        # normal shutdown (a segfault, exit 139) after the error was reported.
+        os._exit(1)
+
+
+_STORAGE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EROFS, errno.EFBIG}
+_STORAGE_MESSAGES = ("No space left on device", "Disk quota exceeded", "Read-only file system", "Input/output error")
+
+
+def storage_problem(error):
+    """One line naming the path and the cause when `error` is a storage failure (full disk, I/O error), else None.
+
+    Python's `OSError`s carry the errno and the path; h5py's and
+    TensorFlow's (`ResourceExhaustedError` from a SavedModel write) only a
+    message, from which the cause and the first absolute path are read.
+    """
+    message = str(error)
+    cause = error.strerror if isinstance(error, OSError) and error.errno in _STORAGE_ERRNOS else next(
+        (text for text in _STORAGE_MESSAGES if text in message), None)
+    if cause is None:
+        return None
+    path = getattr(error, "filename", None)
+    if not path:
+        found = re.search(r"(/[^\s'\",;:()]+)", message)
+        path = found.group(1) if found else "a file"
+    return f"{cause} while writing {path}"
 
 
 def train_and_evaluate(**options):
@@ -600,7 +700,7 @@ def train_and_evaluate(**options):
     validation = pipeline.encode_pairs(*splits["validation"], source_tokenizer, target_tokenizer, config.max_length)
     where = "in memory" if corpus["files"] is None else f"streamed from {len(corpus['files'])} file(s)"
     dropped = "" if data.dropped is None else f" ({data.dropped} too long for max_length {config.max_length}, dropped)"
-    epoch = "about one pass" if config.epoch_passes == 1 else f"about {config.epoch_passes:g} of a pass"
+    epoch = "about one pass" if config.epoch_passes == 1 else f"about {config.epoch_passes:.2g} of a pass"
     print(
         f"Data: {name}, {corpus['train_pairs']} train{dropped} / {len(splits['validation'][0])} validation / "
         f"{len(splits['test'][0])} test pairs, {where}; config {run.config_name}; vocabularies "
@@ -669,6 +769,8 @@ def train_and_evaluate(**options):
         warmup_texts=samples,
     )
     held_out = evaluation.metrics
+    if not multi_worker:
+        finish_run(work_dir)
     if multi_worker:  # every worker exported (saving may need them all); only the chief's remains
         if not distributed.is_chief(strategy):
             path = "a temporary folder, deleted (only the chief's export is kept)"

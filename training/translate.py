@@ -3,7 +3,9 @@
     python -m training.translate --model saved_models/dates "25 septembre 2009" "Tuesday, June 25, 2009"
     echo "Je t'aime." | python -m training.translate --model saved_models/tatoeba-eng-fra-reversed
 
-Uses only `tf.saved_model.load` and the `serving_default` signature (plus
+Every input line gets one output line, invalid UTF-8 and NUL bytes
+included (the export's rule: the dates export reads invalid bytes as
+U+FFFD). Uses only `tf.saved_model.load` and the `serving_default` signature (plus
 tensorflow-text's ops, loaded when installed, for subword models): exactly
 what TF Serving runs.
 """
@@ -22,7 +24,10 @@ def main(argv=None):
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("text", nargs="*", help="texts to translate (default: lines of standard input)")
     args = parser.parse_args(argv)
-    texts = args.text or [line.rstrip("\n") for line in sys.stdin]
+    # Bytes, as the SavedModel takes them: invalid UTF-8 in an argument (kept by Python as
+    # surrogate escapes) or on stdin reaches the export, which answers every string.
+    texts = [text.encode("utf-8", "surrogateescape") for text in args.text] or [
+        line[:-1] if line.endswith(b"\n") else line for line in sys.stdin.buffer]
 
     import tensorflow as tf
 
@@ -40,7 +45,8 @@ def main(argv=None):
     for start in range(0, len(texts), args.batch_size):
         batch = tf.constant(texts[start : start + args.batch_size], tf.string)
         for translation in signature(text=batch)["translation"].numpy():
-            print(translation.decode("utf-8"))
+            # One line per input, whatever the model wrote.
+            print(translation.decode("utf-8", "replace").replace("\r", " ").replace("\n", " "))
     return 0
 
 

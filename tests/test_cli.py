@@ -208,3 +208,37 @@ def test_streamed_shards_with_held_out_files_token_budget_bleu_selection_and_ave
         state = json.load(file)
     logged = [float(re.search(r"val_bleu: ([\d.]+)", line).group(1)) for line in epoch_lines]
     assert state["best"] == pytest.approx(max(logged), abs=0.01) and state["best_epoch"] == 1 + logged.index(max(logged))
+
+
+ANKI = os.path.join(ROOT, "..", "shared", "data", "anki-eng-fra-2019")
+
+
+@pytest.mark.slow
+def test_anki_shards_slice_streams_trains_and_the_export_translates_what_training_printed(tmp_path):
+    """A slice of the real Anki shards (every 40th line, each shard's length order kept), streamed with its recipe."""
+    import gzip
+
+    corpus = tmp_path / "anki"
+    corpus.mkdir()
+    for name in sorted(os.listdir(ANKI)):
+        with gzip.open(os.path.join(ANKI, name), "rt", encoding="utf-8") as file:
+            lines = [line for number, line in enumerate(file) if number % 40 == 0]
+        with gzip.open(corpus / name, "wt", encoding="utf-8") as out:
+            out.writelines(lines)
+    export_dir = str(tmp_path / "fr-en")
+    result = run("training.train", "--dataset", str(corpus / "*.tsv.gz"), "--reverse", "--config", "tsv-medium",
+                 "--preset", "tiny", "--vocab-size", "600", "--epochs", "2", "--steps-per-epoch", "6",
+                 "--export-dir", export_dir)
+    assert result.returncode == 0, result.stderr[-3000:]
+    output = re.sub(r"\x1b\[[0-9;]*m", "", result.stdout.replace("\r", "\n"))
+    assert "streamed from 4 file(s); config tsv-medium; vocabularies 600 / 600" in output  # one shared vocabulary
+    printed = dict(re.findall(r"^  ('.*'|\".*\") -> ('.*'|\".*\")$", output, flags=re.M))
+    assert len(printed) == 5, output[-3000:]
+    import ast
+
+    samples = [ast.literal_eval(source) for source in printed]
+    translated = run("training.translate", "--model", export_dir, *samples, timeout=300)
+    assert translated.returncode == 0, translated.stderr[-3000:]
+    assert translated.stdout.splitlines() == [ast.literal_eval(output) for output in printed.values()]
+    metrics = evaluation(export_dir)["metrics"]
+    assert metrics["examples"] > 0 and metrics["without_averaging"]["averaged_epochs"] == [1, 2]

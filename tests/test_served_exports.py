@@ -108,9 +108,18 @@ def test_printed_figures_are_the_reloaded_exports(export, request):
     export_dir, result = request.getfixturevalue(export)
     with open(os.path.join(export_dir, "1", "assets.extra", "evaluation.json"), encoding="utf-8") as file:
         evaluation = json.load(file)
-    printed = next(line for line in result.stdout.splitlines() if line.startswith("Held-out metrics"))
-    assert "reloaded in a fresh process" in printed
-    assert json.loads(printed.split(": ", 1)[1]) == evaluation["metrics"]
+    lines = result.stdout.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("Held-out metrics"))
+    assert "reloaded in a fresh process" in lines[start]
+    assert os.path.join(export_dir, "1", "assets.extra", "evaluation.json") in lines[start]
+    # The table's test row holds the figures of evaluation.json.
+    metrics = evaluation["metrics"]
+    row = next(line for line in lines[start:] if line.strip().startswith("test, greedy")).split()
+    assert int(row[2].replace(",", "")) == metrics["examples"]
+    if "bleu" in metrics:
+        assert row[-2:] == [f"{metrics['bleu']:.1f}", f"{metrics['chrf']:.1f}"]
+    else:
+        assert row[-2] == f"{100 * metrics['exact_match']:.2f}%"
     # The probe holds the samples and the first test sources, checked equal to the training process's.
     assert evaluation["in_process_probe"]["texts"][: len(evaluation["samples"])] == list(evaluation["samples"])
 

@@ -71,6 +71,34 @@ def held_out_sets(splits):
     return metrics
 
 
+def summary_table(metrics, beam_size=4):
+    """The held-out figures as a short table, one row per set (the full record stays in evaluation.json).
+
+    Columns: examples; exact match, or for text BLEU and chrF; answers left
+    empty (for non-date sets, the share rightly refused).
+    """
+    text = "bleu" in metrics
+    header = f"  {'set':<34}{'examples':>9}" + (f"{'BLEU':>8}{'chrF':>8}" if text else f"{'exact':>9}{'empty':>7}")
+
+    def row(name, figures):
+        if text:
+            return f"  {name:<34}{figures['examples']:>9,}{figures['bleu']:>8.1f}{figures['chrf']:>8.1f}"
+        if "rejected" in figures:
+            return f"  {name:<34}{figures['examples']:>9,}{'':>9}{100 * figures['rejected']:>6.1f}% refused"
+        return (f"  {name:<34}{figures['examples']:>9,}{100 * figures['exact_match']:>8.2f}%"
+                f"{figures.get('answered_empty', 0):>7}")
+
+    rows = [header, row("test, greedy", metrics)]
+    if "beam_search" in metrics:
+        rows.append(row(f"test, beam {beam_size}", metrics["beam_search"]))
+    if "without_averaging" in metrics:
+        rows.append(row(f"test, epoch {metrics['without_averaging']['kept_epoch']} alone (in process)",
+                        metrics["without_averaging"]))
+    for name, figures in metrics.get("held_out", {}).items():
+        rows.append(row(name.replace("_", " "), figures))
+    return "\n".join(rows)
+
+
 def translate_reloaded(saved_model_dir, request, timeout=3600):
     """Runs `training/reloaded_export.py` on an export in a fresh process and returns its result.
 

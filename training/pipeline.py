@@ -93,7 +93,8 @@ def examples_in_memory(source_ids, target_ids, max_length, seed=0, repeat=True):
 
 def parse_lines(lines, reverse=False):
     """`(sources, targets, ok)` of a batch of TSV lines, in the graph: `tsv.parse_line`'s rule."""
-    columns = tf.strings.split(tf.strings.regex_replace(lines, "\r$", ""), "\t")
+    lines = tf.strings.regex_replace(tf.strings.regex_replace(lines, "\r$", ""), "^\ufeff", "")  # CRLF, a byte-order mark
+    columns = tf.strings.split(lines, "\t")
     padded = columns[:, :2].to_tensor("")  # a line without a tab has one column: pad it to two
     padded = tf.pad(padded, [[0, 0], [0, 2 - tf.shape(padded)[1]]])
     first, second = tf.strings.strip(padded[:, 0]), tf.strings.strip(padded[:, 1])

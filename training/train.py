@@ -252,6 +252,21 @@ def make_tokenizers(config, sample, work_dir):
     if os.path.exists(os.path.join(saved, "tokenizers.json")):
         return load_tokenizers(saved)
     sources, targets = sample
+    try:
+        source, target = _train_tokenizers(config, sources, targets)
+    except RuntimeError as error:
+        found = re.search(r"Vocabulary size is smaller than required_chars\. (\d+) vs (\d+)", str(error))
+        if not found:
+            raise
+        raise SystemExit(
+            f"A vocabulary of {found.group(1)} pieces is too small for this corpus: SentencePiece needs one piece "
+            f"for each of its characters plus 260 reserved ones (4 special tokens, 256 bytes), {found.group(2)} in "
+            f"all. Pass --vocab-size {found.group(2)} or more.") from None
+    save_tokenizers(saved, source, target)
+    return source, target
+
+
+def _train_tokenizers(config, sources, targets):
     if config.tokenizer == "character":
         source = CharacterTokenizer.train(sources, fold=config.fold_source)
         target = CharacterTokenizer.train([t for t in targets if t])
@@ -260,8 +275,23 @@ def make_tokenizers(config, sample, work_dir):
     else:
         source = SentencePieceTokenizer.train(sources, config.vocab_size)
         target = SentencePieceTokenizer.train(targets, config.vocab_size)
-    save_tokenizers(saved, source, target)
     return source, target
+
+
+def refuse_if_nothing_fits(pairs, tokenizers, max_length):
+    """Raises SystemExit, before training, when no pair of a sample fits `max_length` tokens per side."""
+    sources, targets = pairs
+    if not len(sources):
+        return
+    source_lengths, target_lengths = (tokenizer.tokenize(tf.constant(list(side))).row_lengths().numpy()
+                                      for tokenizer, side in zip(tokenizers, (sources, targets)))
+    needed = np.maximum(source_lengths, target_lengths + 2)  # the target gets start and end tokens
+    if np.all(needed > max_length):
+        raise SystemExit(
+            f"No training pair fits --max-length {max_length}: the shortest pair needs {int(needed.min())} tokens "
+            f"per side (the target with its start and end), half of them need {int(np.median(needed))} or more, and "
+            f"all but 1 % fit in {int(np.percentile(needed, 99))}. Pass --max-length {int(np.percentile(needed, 99))} "
+            "or more.")
 
 
 class TrainingData:
@@ -277,6 +307,8 @@ class TrainingData:
 
     def __init__(self, corpus, config, args, tokenizers):
         self.config, self.args, self.tokenizers = config, args, tokenizers
+        refuse_if_nothing_fits(corpus.get("length_sample") or [side[:LENGTH_SAMPLE] for side in corpus["sample"]],
+                               tokenizers, config.max_length)
         self.files, self.batching, self.carved = corpus["files"], batching(config), corpus.get("carved", ())
         if self.files is None:
             source_ids, target_ids, self.dropped = pipeline.encode_pairs(
@@ -285,7 +317,7 @@ class TrainingData:
             lengths = (source_ids.row_lengths().numpy(), target_ids.row_lengths().numpy())
             train_pairs = int(source_ids.nrows())
         else:
-            sample = corpus["length_sample"] or [list(side) for side in corpus["splits"]["validation"]]  # an older work dir
+            sample = corpus.get("length_sample") or [list(side) for side in corpus["splits"]["validation"]]  # an older work dir
             ids = [tokenizer.tokenize(tf.constant(side)).row_lengths().numpy() for tokenizer, side in zip(tokenizers, sample)]
             lengths = (ids[0], ids[1] + 2)  # start and end
             train_pairs, self.dropped = corpus["train_pairs"], None
@@ -777,7 +809,9 @@ def train_and_evaluate(**options):
         for temporary in (export_dir, work_dir):
             distributed.remove_temporary(temporary, strategy)
     if held_out is not None:
-        print(f"Held-out metrics (the export reloaded in a fresh process): {json.dumps(held_out)}")
+        print(f"Held-out metrics (the export reloaded in a fresh process; all of them, with sacreBLEU's signatures, in "
+              f"{os.path.join(path, 'assets.extra', 'evaluation.json')}):\n"
+              + evaluate.summary_table(held_out, beam_size=4), flush=True)
         for source, output in zip(samples, evaluation.sample_outputs):
             print(f"  {source!r} -> {output!r}")
     print(f"Exported to {path}")

@@ -12,6 +12,7 @@ import glob
 import gzip
 import os
 import random
+import zlib
 
 # A single plain .tsv up to this size is read into memory whole (`load`):
 # exactly-sized, seeded held-out splits, as for the shared Tatoeba pairs.
@@ -59,39 +60,62 @@ def read_pairs(path, reverse=False, max_reported=10):
     return sources, targets, malformed
 
 
-def open_text(path):
-    """A UTF-8 text file, gunzipped on the fly when it ends in `.gz`."""
+ASCII_SPACE = " \t\n\v\f\r"  # what tf.strings.strip removes
+BOM = "\ufeff"  # a UTF-8 byte-order mark, which some editors write at a file's start
+
+
+def read_lines(path):
+    """Yields `(number, line)` of a UTF-8 file (gzip when it ends in `.gz`), the byte-order mark dropped.
+
+    Raises:
+        DatasetError: naming the file and line, for bytes that are not
+            UTF-8 (a Latin-1 file, say) and for a gzip file that is
+            truncated or corrupt.
+    """
     if not os.path.isfile(path):
         raise DatasetError(f"Dataset file not found: {path}")
-    if path.endswith(".gz"):
-        return gzip.open(path, "rt", encoding="utf-8")
-    return open(path, encoding="utf-8")
+    number = 0
+    try:
+        with (gzip.open(path, "rb") if path.endswith(".gz") else open(path, "rb")) as file:
+            for number, raw in enumerate(file, start=1):
+                try:
+                    line = raw.decode("utf-8")
+                except UnicodeDecodeError as error:
+                    raise DatasetError(
+                        f"{path}, line {number}: not UTF-8 (byte 0x{raw[error.start]:02x} at column {error.start + 1}). "
+                        "Convert the file to UTF-8 (e.g. iconv -f latin1 -t utf-8).") from None
+                yield number, line[1:] if line.startswith(BOM) else line  # the graph's rule drops it on any line
+    except (EOFError, gzip.BadGzipFile, zlib.error) as error:
+        raise DatasetError(f"{path}: the gzip file is truncated or corrupt after line {number} ({error}).") from None
 
 
 def parse_line(line, reverse=False):
     """`(source, target)` of one line, or None when it has fewer than two non-empty columns.
 
-    The same rule as the streamed pipeline's in-graph `pipeline.parse_lines`.
+    The same rule as the streamed pipeline's in-graph `pipeline.parse_lines`
+    (tests/test_data.py checks that they agree): ASCII whitespace stripped,
+    as `tf.strings.strip` does — Python's `str.strip` would also strip the
+    no-break spaces French puts before "?", and then the held-out hash of
+    a sentence would differ between the scan and the stream.
     """
     columns = line.rstrip("\n").rstrip("\r").split("\t")
-    if len(columns) < 2 or not columns[0].strip() or not columns[1].strip():
+    if len(columns) < 2 or not columns[0].strip(ASCII_SPACE) or not columns[1].strip(ASCII_SPACE):
         return None
-    source, target = columns[0].strip(), columns[1].strip()
+    source, target = columns[0].strip(ASCII_SPACE), columns[1].strip(ASCII_SPACE)
     return (target, source) if reverse else (source, target)
 
 
 def iter_pairs(path, reverse=False, malformed=None):
     """Yields the pairs of one file, streamed; numbers of malformed lines are appended to `malformed`."""
-    with open_text(path) as file:
-        for number, line in enumerate(file, start=1):
-            if not line.strip():
-                continue
-            pair = parse_line(line, reverse)
-            if pair is None:
-                if malformed is not None:
-                    malformed.append(number)
-                continue
-            yield pair
+    for number, line in read_lines(path):
+        if not line.strip():
+            continue
+        pair = parse_line(line, reverse)
+        if pair is None:
+            if malformed is not None:
+                malformed.append(number)
+            continue
+        yield pair
 
 
 def check_malformed(path, good, malformed, max_reported=10):

@@ -9,7 +9,9 @@ same parts: the compiled model, its loss, optimizer (learning-rate schedule
 included) and `metrics.masked_hits` (MaskedAccuracy's count), the same input
 pipeline, the same `Epoch N/M` progress lines, best weights on `val_loss`,
 early stopping, TensorBoard scalars, and `tf.train.CheckpointManager` in
-place of `callbacks.StepBackup` (so it resumes at an epoch's start, not mid-epoch).
+place of `callbacks.StepBackup` (a checkpoint every `backup_every` steps and
+at each epoch's end; it resumes mid-epoch, at the step its checkpoint records,
+the data continuing after what was trained).
 
 Workers write only their own files, as TensorFlow's multi-worker guide
 prescribes: the chief writes the real paths; any other worker writes a
@@ -31,7 +33,7 @@ import tensorflow as tf
 from tf_transformer import metrics
 
 
-def make_strategy():
+def multi_worker_strategy():
     """`MultiWorkerMirroredStrategy` from `TF_CONFIG`, with a clear error when it is missing or wrong."""
     text = os.environ.get("TF_CONFIG")
     example = '{"cluster": {"worker": ["host1:12345", "host2:12345"]}, "task": {"type": "worker", "index": 0}}'
@@ -259,8 +261,3 @@ def fit(model, strategy, make_dataset, *, epochs, steps_per_epoch, validation_st
         remove_temporary(best_weights, strategy)
     remove_temporary(os.path.join(work_dir, "logs"), strategy)
     return history
-
-
-def steps(examples, global_batch_size):
-    """Steps that visit about every example once an epoch (at least one)."""
-    return max(1, examples // global_batch_size)

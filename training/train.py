@@ -353,7 +353,7 @@ class TrainingData:
 def make_strategy(name):
     """The tf.distribute strategy; `auto` is mirrored over several GPUs, else Keras's default."""
     if name == "multi-worker":
-        return distributed.make_strategy()  # first: it must exist before TensorFlow runs any op
+        return distributed.multi_worker_strategy()  # first: it must exist before TensorFlow runs any op
     gpus = tf.config.list_logical_devices("GPU")
     if name == "mirrored" or (name == "auto" and len(gpus) > 1):
         return tf.distribute.MirroredStrategy()
@@ -789,12 +789,14 @@ def train_and_evaluate(**options):
             without_averaging["averaged_epochs"] = checkpoints.state["epochs"][-config.average_last:]
             print(f"Averaged the weights of epochs {without_averaging['averaged_epochs']}", flush=True)
 
+    # What was done: the multi-worker loop keeps the best val_loss epoch and averages nothing (yet).
+    applied = dataclasses.replace(config, average_last=1, select_by="loss") if multi_worker else config
     evaluation = ExportEvaluation(translator, kind, samples, splits["test"], beam=config.eval_beam_size > 1,
                                   started=started, held_out=splits.get("held_out"),
                                   extra_metrics={"without_averaging": without_averaging} if without_averaging else None)
     path = tf_transformer.export.export(
         model, source_tokenizer, target_tokenizer, distributed.write_path(export_dir, strategy), translator=translator,
-        extra_files={"training_config.json": {"training": dataclasses.asdict(config), "model": model_config.to_dict()}},
+        extra_files={"training_config.json": {"training": dataclasses.asdict(applied), "model": model_config.to_dict()}},
         # Every figure comes from the export reloaded in a fresh process; only the chief's export is kept.
         check=evaluation.check if distributed.is_chief(strategy) else None,
         description=DESCRIPTIONS[kind],

@@ -446,3 +446,31 @@ def test_each_input_pipeline_streams_its_own_share(tmp_path):
         assert expected == (everything if chosen == files else
                             {f"source 0 {i} {'x' * (i % 13)}".strip() for i in range(61)})
         assert min(len(share) for share in shares) >= len(expected) // 2 - 1
+
+
+def test_bucket_and_fit_rules_agree_in_python_and_in_the_graph():
+    """`pipeline.bucket_index`/`fits` (the epoch-length estimate) and their graph forms (batching, `_tokenize`) on random lengths."""
+    rng = np.random.default_rng(0)
+    max_length = 64
+    lengths = pipeline.bucket_lengths(max_length)
+    source_lengths = rng.integers(1, max_length + 1, 400)
+    target_lengths = rng.integers(3, max_length + 3, 400)  # with start and end
+    source = np.array([[5] * n + [0] * (max_length - n) for n in source_lengths], "int32")
+    target = np.array([[5] * n + [0] * (max_length + 2 - n) for n in target_lengths], "int32")
+    graph = pipeline.bucket_index_graph(tf.constant(source), tf.constant(target), tf.constant(lengths, tf.int32))
+    fit = pipeline.fits(source_lengths, target_lengths, max_length)
+    np.testing.assert_array_equal(graph.numpy()[fit], pipeline.bucket_index(source_lengths, target_lengths, lengths)[fit])
+    # Every pair that fits lands in a bucket that holds it, and only those fit that `_tokenize` keeps.
+    assert (np.asarray(lengths)[graph.numpy()[fit]] >= pipeline.padded_length(source_lengths, target_lengths)[fit]).all()
+    sources = [" ".join("a" * n) for n in source_lengths]
+    _, _, keep = pipeline._tokenize(tf.constant(sources), tf.constant([" ".join("b" * (n - 2)) for n in target_lengths]),
+                                    WordsTokenizer(), WordsTokenizer(), max_length)
+    np.testing.assert_array_equal(keep.numpy(), fit)
+
+
+class WordsTokenizer:
+    """One id per space-separated word: token counts known exactly, for the rule tests."""
+
+    def tokenize(self, strings):
+        words = tf.strings.split(strings)
+        return tf.ragged.map_flat_values(lambda w: tf.fill(tf.shape(w), 5), words)

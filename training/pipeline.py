@@ -33,6 +33,35 @@ def bucket_lengths(max_length):
     return [length for length in _LENGTH_LADDER if length < max_length] + [max_length]
 
 
+# The data rules, each in its Python (NumPy) form and its graph form side by
+# side; tests/test_data.py checks that the two agree on random lengths.
+
+def padded_length(source_length, target_length):
+    """The length a pair is padded to before bucketing: its source, or its decoder input (target with start, less end).
+
+    `target_length` counts the start and end tokens; the decoder reads the
+    target less its last token and predicts it less its first.
+    """
+    return np.maximum(source_length, np.asarray(target_length) - 1)
+
+
+def bucket_index(source_length, target_length, lengths):
+    """The bucket of each pair: the smallest of `lengths` that holds `padded_length` (NumPy)."""
+    return np.searchsorted(lengths, padded_length(source_length, target_length), side="left")
+
+
+def bucket_index_graph(source, target, lengths):
+    """`bucket_index` in the graph, of padded rows of ids (0 is padding); `lengths` an int tensor."""
+    length = tf.maximum(tf.math.count_nonzero(source, -1, dtype=lengths.dtype),
+                        tf.math.count_nonzero(target, -1, dtype=lengths.dtype) - 1)
+    return tf.searchsorted(lengths, tf.reshape(length, [-1]), side="left", out_type=lengths.dtype)
+
+
+def fits(source_length, target_length, max_length):
+    """Whether a pair fits `max_length` tokens per side (`target_length` with its start and end tokens)."""
+    return (np.asarray(source_length) <= max_length) & (np.asarray(target_length) <= max_length)
+
+
 def bucket_rows(lengths, batch_size=None, batch_tokens=None):
     """Rows per batch of each padded length: `batch_size` always, or about `batch_tokens` tokens.
 
@@ -179,8 +208,7 @@ def batches(examples, max_length, batch_size=None, batch_tokens=None, drop_remai
         lengths_t, rows_t = tf.constant(lengths, tf.int64), tf.constant(rows, tf.int64)
 
         def bucket(source, target):
-            length = tf.maximum(tf.math.count_nonzero(source), tf.math.count_nonzero(target) - 1)
-            return tf.searchsorted(lengths_t, tf.reshape(length, [1]), side="left", out_type=tf.int64)[0]
+            return bucket_index_graph(source, target, lengths_t)[0]
 
         def batch(key, window):
             length = lengths_t[key]
@@ -207,9 +235,7 @@ def _bucketed_chunks(examples, max_length, lengths, rows, chunk, seed):
 
     def cut(state, new):
         source, target = tf.concat([state[0], new[0]], 0), tf.concat([state[1], new[1]], 0)
-        length = tf.maximum(tf.math.count_nonzero(source, 1, dtype=tf.int32),
-                            tf.math.count_nonzero(target, 1, dtype=tf.int32) - 1)
-        bucket = tf.searchsorted(lengths_t, length, side="left")
+        bucket = bucket_index_graph(source, target, lengths_t)
         order = tf.argsort(bucket, stable=True)
         source, target, bucket = tf.gather(source, order), tf.gather(target, order), tf.gather(bucket, order)
         counts = tf.math.bincount(bucket, minlength=buckets, maxlength=buckets)
@@ -285,10 +311,10 @@ def steps_for_one_pass(source_lengths, target_lengths, examples, max_length, **b
     lengths = bucket_lengths(max_length)
     rows = bucket_rows(lengths, batching.get("batch_size"), batching.get("batch_tokens"))
     source_lengths, target_lengths = np.asarray(source_lengths), np.asarray(target_lengths)
-    fits = (source_lengths <= max_length) & (target_lengths <= max_length)
-    keys = np.searchsorted(lengths, np.maximum(source_lengths, target_lengths - 1)[fits], side="left")
+    fit = fits(source_lengths, target_lengths, max_length)
+    keys = bucket_index(source_lengths[fit], target_lengths[fit], lengths)
     if not len(keys):
         raise ValueError("No example of the sample fits max_length.")
     steps_per_example = np.mean(1.0 / np.asarray(rows)[keys])
     per_step = 1.0 / steps_per_example
-    return max(1, math.floor(examples * fits.mean() / per_step)), per_step
+    return max(1, math.floor(examples * fit.mean() / per_step)), per_step

@@ -285,8 +285,9 @@ def refuse_if_nothing_fits(pairs, tokenizers, max_length):
         return
     source_lengths, target_lengths = (tokenizer.tokenize(tf.constant(list(side))).row_lengths().numpy()
                                       for tokenizer, side in zip(tokenizers, (sources, targets)))
-    needed = np.maximum(source_lengths, target_lengths + 2)  # the target gets start and end tokens
-    if np.all(needed > max_length):
+    target_lengths = target_lengths + 2  # start and end
+    if not np.any(pipeline.fits(source_lengths, target_lengths, max_length)):
+        needed = np.maximum(source_lengths, target_lengths)
         raise SystemExit(
             f"No training pair fits --max-length {max_length}: the shortest pair needs {int(needed.min())} tokens "
             f"per side (the target with its start and end), half of them need {int(np.median(needed))} or more, and "
@@ -327,8 +328,8 @@ class TrainingData:
         self.steps_per_epoch = args.steps_per_epoch or max(1, round(self.one_pass * config.epoch_passes))
         examples_per_epoch = self.steps_per_epoch * per_step
         if self.files is not None:  # the offsets are raw lines: held-out, malformed and too-long lines included
-            fits = np.mean((lengths[0] <= config.max_length) & (lengths[1] <= config.max_length))
-            examples_per_epoch *= corpus["lines"] / corpus["train_pairs"] / max(fits, 1e-6)
+            fit = np.mean(pipeline.fits(*lengths, config.max_length))
+            examples_per_epoch *= corpus["lines"] / corpus["train_pairs"] / max(fit, 1e-6)
         self.examples_per_epoch = int(math.ceil(examples_per_epoch))
 
     def examples_from(self, offset, input_context=None):

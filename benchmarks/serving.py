@@ -35,6 +35,13 @@ Decoders, each a SavedModel written and reloaded in this run (but the first):
   tf.string)]`), so its batch of N is N requests, one after another;
 * `tutorial_batched`: our generalisation of that loop to a batch (it stops
   when every sentence has ended): the strictest peer, not the tutorial's.
+* `ctranslate2_float32`, `ctranslate2_int8` (SentencePiece exports, when
+  the `ctranslate2` package is installed): the same weights converted by
+  `training.export_ctranslate2`, run by CTranslate2's `Translator` on the
+  CPU, greedy and beam 4 (its length penalty is `length ** 0.6`, ours GNMT's
+  `((5 + length) / 6) ** 0.6`), SentencePiece encoding and decoding in
+  Python counted in each request as the SavedModel counts its in-graph
+  tokenizers. OpenNMT's own fastest CPU runtime: the peer to beat.
 
 The peers never generate padding, as ours; their outputs are compared with
 ours (`agreement`: the fraction of identical strings). Ratios are ours ÷
@@ -280,6 +287,37 @@ def target_tokens(tokenizer, translations):
     return int(tf.reduce_sum(tokenizer.tokenize(tf.constant(translations)).row_lengths()).numpy()) + len(translations)
 
 
+def ctranslate2_decoders(path, directory, max_output_length):
+    """CTranslate2 float32 and int8 translators of an export's weights: `{name: texts -> array of bytes}`, or {} without CTranslate2."""
+    try:
+        import ctranslate2
+        import sentencepiece
+    except ImportError:
+        print("Skipping CTranslate2: pip install -e '.[ctranslate2]'", flush=True)
+        return {}
+    from training import export_ctranslate2
+
+    decoders = {}
+    for quantization in ("float32", "int8"):
+        output = export_ctranslate2.convert(path, os.path.join(directory, "ctranslate2-" + quantization),
+                                            quantization=quantization)
+        translator = ctranslate2.Translator(output, device="cpu", compute_type=quantization)
+        source = sentencepiece.SentencePieceProcessor(model_file=os.path.join(output, "source.model"))
+        target = sentencepiece.SentencePieceProcessor(model_file=os.path.join(output, "target.model"))
+        for search, beam in (("greedy", 1), ("beam", 4)):
+            def call(texts, translator=translator, source=source, target=target, beam=beam):
+                texts = [t.decode("utf-8", "replace") if isinstance(t, bytes) else t for t in texts]
+                results = translator.translate_batch(
+                    [source.encode(t, out_type=str) for t in texts], beam_size=beam,
+                    length_penalty=0.6 if beam > 1 else 1.0, max_decoding_length=max_output_length - 1,
+                    max_batch_size=64)
+                return np.array([target.decode(r.hypotheses[0]).encode("utf-8") if text.strip() else b""
+                                 for r, text in zip(results, texts)], dtype=object)
+
+            decoders[f"ctranslate2_{quantization}_{search}"] = call
+    return decoders
+
+
 def bench_export(name, export_dir, args):
     path = latest_version(export_dir)
     loaded = tf.saved_model.load(path)
@@ -302,18 +340,23 @@ def bench_export(name, export_dir, args):
             warmup["ours_xla"] = warmup_cost(compiled["path"], directory)
             print(f"{name} load and warm-up, ours_xla: {warmup['ours_xla']}", flush=True)
         batched_peer, one_sentence_peer, target_tokenizer = export_peer(parts, os.path.join(directory, "tutorial"))
-        decoders.update({"tutorial_greedy": one_per_call(one_sentence_peer),
-                         "tutorial_batched_greedy": caller(batched_peer)})
-        ours_greedy = [t.decode("utf-8") for t in decoders["ours_greedy"](texts)]
+        if "tutorial" in args.peers:
+            decoders.update({"tutorial_greedy": one_per_call(one_sentence_peer),
+                             "tutorial_batched_greedy": caller(batched_peer)})
+        if "ctranslate2" in args.peers and parts[1].kind == "sentencepiece":
+            decoders.update(ctranslate2_decoders(path, directory, parts[0].config.max_length))
+        ours = {search: [t.decode("utf-8") for t in decoders[f"ours_{search}"](texts)] for search in ("greedy", "beam")}
         # Over ours' non-empty answers: a postprocess (the dates export's calendar check) may blank an output.
-        answered = [i for i, text in enumerate(ours_greedy) if text]
+        answered = [i for i, text in enumerate(ours["greedy"]) if text]
         result = {"saved_model": path, "inputs": len(texts), "ours_empty": len(texts) - len(answered),
-                  "warmup": warmup, "agreement_with_ours_greedy": {}, "latency": {}, "throughput": {}}
+                  "warmup": warmup, "agreement_with_ours_greedy": {}, "agreement_with_ours_beam": {}, "latency": {},
+                  "throughput": {}}
         for decoder, call in decoders.items():
-            if decoder.endswith("greedy") and decoder != "ours_greedy":
+            search = decoder.rsplit("_", 1)[1]
+            if not decoder.startswith("ours_") or decoder.startswith("ours_xla"):
                 outputs = [t.decode("utf-8") for t in call(texts)]
-                same = sum(outputs[i] == ours_greedy[i] for i in answered) / max(len(answered), 1)
-                result["agreement_with_ours_greedy"][decoder] = round(same, 4)
+                same = sum(outputs[i] == ours[search][i] for i in answered) / max(len(answered), 1)
+                result[f"agreement_with_ours_{search}"][decoder] = round(same, 4)
             requests = args.requests if "beam" not in decoder else max(args.requests // 2, 10)
             result["latency"][decoder] = one_sentence_latency(call, texts, requests)
             print(f"{name} {decoder:>23} one sentence: {result['latency'][decoder]}", flush=True)
@@ -330,7 +373,8 @@ def bench_export(name, export_dir, args):
                     "first_call_s": round(first_call, 3),
                 }
                 print(f"{name} {decoder:>23} batch {size:>3}: {result['throughput'][decoder][size]}", flush=True)
-        print(f"{name} agreement with ours (greedy): {result['agreement_with_ours_greedy']}", flush=True)
+        print(f"{name} agreement with ours (greedy): {result['agreement_with_ours_greedy']}; "
+              f"(beam): {result['agreement_with_ours_beam']}", flush=True)
         result["concurrent"] = {}
         for decoder in ("ours_greedy", "ours_xla_greedy"):
             if decoder in decoders:
@@ -355,7 +399,9 @@ def ratios(result, batch_sizes):
                                           / throughput[peer][size]["sentences_per_s"], 2) for size in batch_sizes},
                 "p50_latency": round(latency[peer]["p50_ms"] / latency[ours]["p50_ms"], 2),
             }
-            for peer in ("tutorial_greedy", "tutorial_batched_greedy")
+            for peer in ("tutorial_greedy", "tutorial_batched_greedy", "ctranslate2_float32_greedy",
+                         "ctranslate2_int8_greedy")
+            if peer in throughput
         }
         for ours in ours_decoders
     }
@@ -372,6 +418,8 @@ def main(argv=None):
                         help="comma-separated batch sizes of the throughput figures")
     parser.add_argument("--warmup-largest-batch", type=int, default=None,
                         help="largest batch the XLA export's warm-up records compile (default: export's, 128)")
+    parser.add_argument("--peers", type=lambda t: set(t.split(",")), default={"tutorial", "ctranslate2"},
+                        help="comma-separated peers to measure beside ours: tutorial, ctranslate2")
     parser.add_argument("--output", default=RESULTS)
     args = parser.parse_args(argv)
     started = time.time()

@@ -1,0 +1,61 @@
+"""The exports in the runtime stock TF Serving ships: TensorFlow 2.20 and tensorflow-text 2.20 (TF Serving 2.20.0's pins).
+
+A second virtual environment beside the checkout (`.venv-tf2.20/`, made on
+first use and reused, like `.venv/`) holds those two packages and nothing of
+this project; `training/reloaded_export.py` runs there, loading each CLI
+export with `tf.saved_model.load` and with the session loader (TF Serving's
+path), both signatures, and must give the training process's strings.
+"""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from conftest import ROOT
+
+STOCK = os.path.join(ROOT, ".venv-tf2.20")
+PYTHON = os.path.join(STOCK, "bin", "python")
+PACKAGES = ["tensorflow==2.20.*", "tensorflow-text==2.20.*"]
+EXPORTS = ["cli_dates_export", "cli_tsv_export"]
+
+
+def _versions():
+    result = subprocess.run([PYTHON, "-c", "import tensorflow as tf, tensorflow_text as text; "
+                             "print(tf.__version__, text.__version__)"], capture_output=True, text=True, timeout=300)
+    return result.stdout.split() if result.returncode == 0 else None
+
+
+@pytest.fixture(scope="session")
+def stock_runtime():
+    """The path of the TensorFlow 2.20 environment's Python, made once (a few minutes: the two wheels)."""
+    if not (os.path.exists(PYTHON) and _versions()):
+        subprocess.run([sys.executable, "-m", "venv", "--clear", STOCK], check=True, timeout=300)
+        install = subprocess.run([PYTHON, "-m", "pip", "install", "-q", *PACKAGES], capture_output=True, text=True,
+                                 timeout=1800)
+        assert install.returncode == 0, install.stderr[-3000:]
+    versions = _versions()
+    assert versions and all(v.startswith("2.20.") for v in versions), versions
+    return PYTHON
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("export", EXPORTS)
+def test_exports_load_and_translate_identically_under_tensorflow_2_20(export, stock_runtime, request, tmp_path):
+    export_dir, _ = request.getfixturevalue(export)
+    version = os.path.join(export_dir, "1")
+    with open(os.path.join(version, "assets.extra", "evaluation.json"), encoding="utf-8") as file:
+        probe = json.load(file)["in_process_probe"]  # the training process's own strings
+    signatures = [name for name in probe if name != "texts"]
+    request_path, result_path = tmp_path / "request.json", tmp_path / "result.json"
+    request_path.write_text(json.dumps({loader: {name: probe["texts"] for name in signatures}
+                                        for loader in ("saved_model_load", "session_loader")}), encoding="utf-8")
+    result = subprocess.run([stock_runtime, os.path.join(ROOT, "training", "reloaded_export.py"), version,
+                             str(request_path), str(result_path)], capture_output=True, text=True, timeout=1800)
+    assert result.returncode == 0, result.stderr[-4000:]
+    outputs = json.loads(result_path.read_text(encoding="utf-8"))
+    for loader in ("saved_model_load", "session_loader"):
+        for name in signatures:
+            assert outputs[loader][name] == probe[name], (loader, name)

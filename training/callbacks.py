@@ -1,12 +1,14 @@
 """Training callbacks: resume backups that survive a kill or a corrupt file, checkpoints, throughput, held-out scores."""
 
 import contextlib
+import errno
 import json
 import os
 import shutil
 import time
 
 import keras
+import numpy as np
 
 
 def restore_newest_readable(paths, load, directory, kind, log=print):
@@ -44,9 +46,25 @@ def write_json(path, value):
 
 
 def _save_weights(model, path):
+    _check_space(model, path)
     with _removed_on_failure(path + ".tmp.weights.h5") as temporary:  # Keras insists on the suffix
         model.save_weights(temporary)
         os.replace(temporary, path)
+
+
+def _check_space(model, path):
+    """Raises `OSError(ENOSPC)` naming `path` when its file system cannot hold the weights about to be written.
+
+    Checked before writing because HDF5, interrupted by a full disk
+    mid-write, can crash the process (a segfault) instead of raising.
+    """
+    variables = list(model.weights) + (list(model.optimizer.variables) if model.optimizer is not None else [])
+    needed = sum(int(np.prod(v.shape)) * np.dtype(keras.backend.standardize_dtype(v.dtype)).itemsize
+                 for v in variables) + (1 << 20)  # and HDF5's own structures
+    free = shutil.disk_usage(os.path.dirname(os.path.abspath(path))).free
+    if free < needed:
+        raise OSError(errno.ENOSPC, f"No space left on device ({needed / 2**20:.1f} MiB needed, "
+                                    f"{free / 2**20:.1f} MiB free)", path)
 
 
 @contextlib.contextmanager

@@ -62,3 +62,31 @@ def cli_tsv_export(tmp_path_factory):
         "--train-size", "800", "--vocab-size", "400", "--max-length", "24",  # 3 source widths to warm up under XLA
         "--mixed-precision", "bfloat16", "--jit-compile", "--export-xla",  # the flags work end to end
     )
+
+
+def kill_when(command, condition, timeout=600, delay=0.0, **kwargs):
+    """Starts `command` from the repository root and SIGKILLs it once `condition()` is true (`delay` s later).
+
+    Returns the condition's last value (falsy when the command ended or
+    the time ran out first). What a crash, an OOM killer or `kill -9` does.
+    """
+    import signal
+    import subprocess
+    import time
+
+    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, **kwargs)
+    try:
+        deadline, held = time.time() + timeout, None
+        while time.time() < deadline and process.poll() is None:
+            held = condition()
+            if held:
+                break
+            time.sleep(0.02)
+        time.sleep(delay)
+        process.send_signal(signal.SIGKILL)
+        process.wait(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    return held

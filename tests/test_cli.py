@@ -3,12 +3,12 @@
 import json
 import os
 import re
-import signal
 import subprocess
 import sys
-import time
 
 import pytest
+
+from conftest import kill_when
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TATOEBA = os.path.join(ROOT, "..", "shared", "data", "tatoeba-eng-fra.tsv")
@@ -90,24 +90,16 @@ def test_resumes_mid_epoch_after_sigkill(tmp_path):
                "--backup-every", "5", "--export-dir", export_dir]
     position = os.path.join(export_dir + ".work", "backup", "latest.json")
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
-    try:
-        deadline, backed_up = time.time() + 600, None
-        while time.time() < deadline and process.poll() is None:
-            try:
-                with open(position) as file:
-                    backed_up = json.load(file)
-            except (OSError, ValueError):  # not written yet, or being renamed into place
-                backed_up = None
-            if backed_up and backed_up["epoch"] == 1 and backed_up["step"] >= 10:  # in the middle of epoch 2
-                break
-            time.sleep(0.02)
-        process.send_signal(signal.SIGKILL)
-        process.wait(timeout=60)
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
+
+    def in_the_middle_of_epoch_2():
+        try:
+            with open(position) as file:
+                backed_up = json.load(file)
+        except (OSError, ValueError):  # not written yet, or being renamed into place
+            return None
+        return backed_up if backed_up["epoch"] == 1 and backed_up["step"] >= 10 else None
+
+    backed_up = kill_when(command, in_the_middle_of_epoch_2, env=env)
     assert backed_up and backed_up["step"] >= 10, backed_up
     assert not os.path.exists(os.path.join(export_dir, "1"))  # killed before exporting
     with open(position) as file:

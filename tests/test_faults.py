@@ -7,17 +7,15 @@ import os
 import random
 import re
 import shutil
-import signal
 import stat
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from conftest import ROOT, TATOEBA, run_module
+from conftest import ROOT, TATOEBA, kill_when, run_module
 from tf_transformer import export as export_lib
 from training import callbacks, pipeline, tsv
 
@@ -191,21 +189,9 @@ def _train_command(export_dir, *extra):
 def test_sigkill_during_the_export_phase_resumes_straight_to_the_export(tmp_path):
     export_dir = str(tmp_path / "dates")
     command = _train_command(export_dir)
-    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        deadline, staged = time.time() + 600, False
-        while time.time() < deadline and process.poll() is None:
-            if os.path.isdir(export_dir) and any(n.startswith(".export-") for n in os.listdir(export_dir)):
-                staged = True
-                break
-            time.sleep(0.05)
-        time.sleep(1.0)  # well inside the export: the SavedModel is being written or checked
-        process.send_signal(signal.SIGKILL)
-        process.wait(timeout=60)
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
+    # Killed a second after its staging dir appears: well inside the export (written or being checked).
+    staged = kill_when(command, lambda: os.path.isdir(export_dir) and any(
+        n.startswith(".export-") for n in os.listdir(export_dir)), delay=1.0)
     assert staged, "the run never reached its export"
     assert not os.path.exists(os.path.join(export_dir, "1"))
     stale = [n for n in os.listdir(export_dir) if n.startswith(".export-")]

@@ -50,6 +50,14 @@ def cli_dates_export(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def cli_tsv_core_export(tmp_path_factory):
+    """A tiny French → English Tatoeba model exported as `training.train` exports by default: float32, core decoding."""
+    export_dir = str(tmp_path_factory.mktemp("cli") / "fr-en-core")
+    return _train(export_dir, "--dataset", TATOEBA, "--reverse", "--preset", "tiny", "--epochs", "1",
+                  "--train-size", "800", "--vocab-size", "400", "--max-length", "24")
+
+
+@pytest.fixture(scope="session")
 def cli_tsv_export(tmp_path_factory):
     """A tiny French → English Tatoeba model (two SentencePiece vocabularies), bfloat16 and XLA.
 

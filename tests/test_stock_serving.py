@@ -19,7 +19,10 @@ from conftest import ROOT
 STOCK = os.path.join(ROOT, ".venv-tf2.20")
 PYTHON = os.path.join(STOCK, "bin", "python")
 PACKAGES = ["tensorflow==2.20.*", "tensorflow-text==2.20.*"]
-EXPORTS = ["cli_dates_export", "cli_tsv_export"]
+# The default exports (core decoding, float32): dates (characters) and SentencePiece. The XLA-compiled,
+# bfloat16-trained `cli_tsv_export` is left out: XLA 2.20 and 2.21 round a tiny untrained model's
+# near-tied beam scores differently (1 beam output in 37 differed), which says nothing of loading.
+EXPORTS = ["cli_dates_export", "cli_tsv_core_export"]
 
 
 def _versions():

@@ -8,6 +8,7 @@ backup in `--work-dir`.
 """
 
 import argparse
+import contextlib
 import dataclasses
 import errno
 import glob
@@ -666,13 +667,29 @@ def prepare_run(**options):
                started)
 
 
+class StorageError(Exception):
+    """A full disk or an I/O failure while writing, said in one line (`storage_problem`)."""
+
+
+@contextlib.contextmanager
+def writing(directory):
+    """Storage failures inside the block become a `StorageError` naming the path (under `directory` where known)."""
+    try:
+        yield
+    except (OSError, tf.errors.OpError) as error:
+        problem = storage_problem(error, where=directory)
+        if problem is None:
+            raise
+        raise StorageError(problem) from None
+
+
 def main(argv=None):
     """The command line: flags parsed, then `train_and_evaluate`; a full disk or an I/O failure is one line and exit 1."""
     options = vars(build_parser().parse_args(argv))
     try:
         return train_and_evaluate(**options)
-    except (OSError, tf.errors.OpError) as error:
-        problem = storage_problem(error)
+    except (OSError, tf.errors.OpError, StorageError) as error:
+        problem = str(error) if isinstance(error, StorageError) else storage_problem(error)
         if problem is None:
             raise
         print(f"Error: {problem}. The previous backup and every published version are intact; "
@@ -687,12 +704,13 @@ _STORAGE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EROFS, errno.EFB
 _STORAGE_MESSAGES = ("No space left on device", "Disk quota exceeded", "Read-only file system", "Input/output error")
 
 
-def storage_problem(error):
+def storage_problem(error, where=None):
     """One line naming the path and the cause when `error` is a storage failure (full disk, I/O error), else None.
 
     Python's `OSError`s carry the errno and the path; h5py's and
     TensorFlow's (`ResourceExhaustedError` from a SavedModel write) only a
-    message, from which the cause and the first absolute path are read.
+    message, from which the cause and a path are read (one under `where`,
+    the directory being written, when the message names one).
     """
     message = str(error)
     cause = error.strerror if isinstance(error, OSError) and error.errno in _STORAGE_ERRNOS else next(
@@ -700,9 +718,11 @@ def storage_problem(error):
     if cause is None:
         return None
     path = getattr(error, "filename", None)
-    if not path:
-        found = re.search(r"(/[^\s'\",;:()]+)", message)
-        path = found.group(1) if found else "a file"
+    if not path:  # the first path in the message under `where`, or else one whose folder exists ("/job:…" is no path)
+        found = re.findall(r"(/[^\s'\",;:()]+)", message)
+        path = next((p for p in found if where and p.startswith(os.path.abspath(where))), None) or next(
+            (p for p in found if os.path.dirname(p) not in ("", "/") and os.path.isdir(os.path.dirname(p))),
+            where or "a file")
     return f"{cause} while writing {path}"
 
 
@@ -795,14 +815,15 @@ def train_and_evaluate(**options):
     evaluation = ExportEvaluation(translator, kind, samples, splits["test"], beam=config.eval_beam_size > 1,
                                   started=started, held_out=splits.get("held_out"),
                                   extra_metrics={"without_averaging": without_averaging} if without_averaging else None)
-    path = tf_transformer.export.export(
-        model, source_tokenizer, target_tokenizer, distributed.write_path(export_dir, strategy), translator=translator,
-        extra_files={"training_config.json": {"training": dataclasses.asdict(applied), "model": model_config.to_dict()}},
-        # Every figure comes from the export reloaded in a fresh process; only the chief's export is kept.
-        check=evaluation.check if distributed.is_chief(strategy) else None,
-        description=DESCRIPTIONS[kind],
-        warmup_texts=samples,
-    )
+    with writing(export_dir):
+        path = tf_transformer.export.export(
+            model, source_tokenizer, target_tokenizer, distributed.write_path(export_dir, strategy), translator=translator,
+            extra_files={"training_config.json": {"training": dataclasses.asdict(applied), "model": model_config.to_dict()}},
+            # Every figure comes from the export reloaded in a fresh process; only the chief's export is kept.
+            check=evaluation.check if distributed.is_chief(strategy) else None,
+            description=DESCRIPTIONS[kind],
+            warmup_texts=samples,
+        )
     held_out = evaluation.metrics
     if not multi_worker:
         finish_run(work_dir)

@@ -279,15 +279,16 @@ def _train_tokenizers(config, sources, targets):
     return source, target
 
 
-def refuse_if_nothing_fits(pairs, tokenizers, max_length):
-    """Raises SystemExit, before training, when no pair of a sample fits `max_length` tokens per side."""
-    sources, targets = pairs
-    if not len(sources):
-        return
-    source_lengths, target_lengths = (tokenizer.tokenize(tf.constant(list(side))).row_lengths().numpy()
-                                      for tokenizer, side in zip(tokenizers, (sources, targets)))
-    target_lengths = target_lengths + 2  # start and end
-    if not np.any(pipeline.fits(source_lengths, target_lengths, max_length)):
+def token_lengths(pairs, tokenizers):
+    """Source lengths and target lengths with the start and end tokens, of `(sources, targets)`."""
+    source, target = (tokenizer.tokenize(tf.constant(list(side))).row_lengths().numpy()
+                      for tokenizer, side in zip(tokenizers, pairs))
+    return source, target + 2
+
+
+def refuse_if_nothing_fits(source_lengths, target_lengths, max_length):
+    """Raises SystemExit, before training, when no pair (lengths of `token_lengths`) fits `max_length` tokens per side."""
+    if len(source_lengths) and not np.any(pipeline.fits(source_lengths, target_lengths, max_length)):
         needed = np.maximum(source_lengths, target_lengths)
         raise SystemExit(
             f"No training pair fits --max-length {max_length}: the shortest pair needs {int(needed.min())} tokens "
@@ -309,19 +310,20 @@ class TrainingData:
 
     def __init__(self, corpus, config, args, tokenizers):
         self.config, self.args, self.tokenizers = config, args, tokenizers
-        refuse_if_nothing_fits(corpus.get("length_sample") or [side[:LENGTH_SAMPLE] for side in corpus["sample"]],
-                               tokenizers, config.max_length)
         self.files, self.batching, self.carved = corpus["files"], batching(config), corpus.get("carved", ())
         if self.files is None:
             source_ids, target_ids, self.dropped = pipeline.encode_pairs(
                 *corpus["splits"]["train"], *tokenizers, config.max_length)
+            if not int(source_ids.nrows()):  # every pair was too long: say by how much
+                refuse_if_nothing_fits(*token_lengths([side[:LENGTH_SAMPLE] for side in corpus["sample"]], tokenizers),
+                                       config.max_length)
             self.examples = pipeline.examples_in_memory(source_ids, target_ids, config.max_length, seed=args.seed)
             lengths = (source_ids.row_lengths().numpy(), target_ids.row_lengths().numpy())
             train_pairs = int(source_ids.nrows())
         else:
             sample = corpus.get("length_sample") or [list(side) for side in corpus["splits"]["validation"]]  # an older work dir
-            ids = [tokenizer.tokenize(tf.constant(side)).row_lengths().numpy() for tokenizer, side in zip(tokenizers, sample)]
-            lengths = (ids[0], ids[1] + 2)  # start and end
+            lengths = token_lengths(sample, tokenizers)
+            refuse_if_nothing_fits(*lengths, config.max_length)
             train_pairs, self.dropped = corpus["train_pairs"], None
         self.sample_target_lengths = lengths[1]
         self.shuffle_buffer = config.shuffle_buffer or configs.auto_shuffle_buffer(train_pairs)

@@ -120,6 +120,21 @@ def examples_in_memory(source_ids, target_ids, max_length, seed=0, repeat=True):
     return dataset.shuffle(int(source_ids.nrows()), seed=seed, reshuffle_each_iteration=True).repeat()
 
 
+def examples_in_memory_text(sources, targets, source_tokenizer, target_tokenizer, max_length, seed=0, chunk=256):
+    """`examples_in_memory`'s endless reshuffled rows from the pairs' text, tokenised anew every pass.
+
+    For tokenizers whose pieces change from call to call (sampled subword
+    segmentations): the ids cannot be computed once.
+    """
+    def tokenize(sources, targets):
+        source_ids, target_ids, keep = _tokenize(sources, targets, source_tokenizer, target_tokenizer, max_length)
+        return _padded(tf.ragged.boolean_mask(source_ids, keep), tf.ragged.boolean_mask(target_ids, keep), max_length)
+
+    dataset = tf.data.Dataset.from_tensor_slices((list(sources), list(targets)))
+    dataset = dataset.shuffle(len(sources), seed=seed, reshuffle_each_iteration=True).repeat()
+    return dataset.batch(chunk).map(tokenize, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).unbatch()
+
+
 def parse_lines(lines, reverse=False):
     """`(sources, targets, ok)` of a batch of TSV lines, in the graph: `tsv.parse_line`'s rule."""
     lines = tf.strings.regex_replace(tf.strings.regex_replace(lines, "\r$", ""), "^\ufeff", "")  # CRLF, a byte-order mark

@@ -152,6 +152,9 @@ def resolve(args, train_pairs=0):
         "average_last": args.average_last,
         "shuffle_buffer": args.shuffle_buffer,
     }
+    if config.subword_nbest_size and config.tokenizer != "sentencepiece":
+        raise SystemExit(f"Config {config_name!r} samples subword segmentations, which needs the sentencepiece tokenizer, "
+                         f"not {config.tokenizer!r}.")
     if args.preset:
         overrides["model_overrides"] = {k: v for k, v in config.model_overrides.items() if k not in configs.SIZE_FIELDS}
     config = dataclasses.replace(config, **{k: v for k, v in overrides.items() if v is not None})
@@ -310,6 +313,10 @@ class TrainingData:
 
     def __init__(self, corpus, config, args, tokenizers):
         self.config, self.args, self.tokenizers = config, args, tokenizers
+        # What training reads: sampled segmentations when the config asks (evaluation and export keep the best one).
+        self.training_tokenizers = tokenizers
+        if config.subword_nbest_size:
+            self.training_tokenizers = tuple(t.sampled(config.subword_nbest_size, config.subword_alpha) for t in tokenizers)
         self.files, self.batching, self.carved = corpus["files"], batching(config), corpus.get("carved", ())
         if self.files is None:
             source_ids, target_ids, self.dropped = pipeline.encode_pairs(
@@ -317,7 +324,11 @@ class TrainingData:
             if not int(source_ids.nrows()):  # every pair was too long: say by how much
                 refuse_if_nothing_fits(*token_lengths([side[:LENGTH_SAMPLE] for side in corpus["sample"]], tokenizers),
                                        config.max_length)
-            self.examples = pipeline.examples_in_memory(source_ids, target_ids, config.max_length, seed=args.seed)
+            if config.subword_nbest_size:  # tokenised again every pass, each time with new segmentations
+                self.examples = pipeline.examples_in_memory_text(*corpus["splits"]["train"], *self.training_tokenizers,
+                                                                 config.max_length, seed=args.seed)
+            else:
+                self.examples = pipeline.examples_in_memory(source_ids, target_ids, config.max_length, seed=args.seed)
             lengths = (source_ids.row_lengths().numpy(), target_ids.row_lengths().numpy())
             train_pairs = int(source_ids.nrows())
         else:
@@ -342,7 +353,7 @@ class TrainingData:
                 examples = examples.shard(input_context.num_input_pipelines, input_context.input_pipeline_id)
             return examples.skip(offset)
         return pipeline.examples_from_files(
-            self.files, *self.tokenizers, self.config.max_length, reverse=self.args.reverse, seed=self.args.seed,
+            self.files, *self.training_tokenizers, self.config.max_length, reverse=self.args.reverse, seed=self.args.seed,
             skip_lines=offset, input_context=input_context, carved=self.carved)
 
     def stream(self, first_epoch=0, skip_steps=0, epochs=None, input_context=None, num_replicas=1):

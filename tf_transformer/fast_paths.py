@@ -118,6 +118,26 @@ def random_bits(shape, seed):
     return _mix(ops.add(_mix(ops.bitwise_xor(index, key)), key))
 
 
+def hash_uniform(seed, step, size):
+    """Uniform floats in (0, 1), `[B, size]`: a keyed hash of `(seed[b], step, column)`.
+
+    Sampling's random numbers, one stream per example (`decoding.sample`):
+    integer ops only, so TensorFlow and JAX, eager, graph and XLA all draw
+    the same numbers, and an example's draws depend on its own seed alone.
+
+    >>> u = keras.ops.convert_to_numpy(hash_uniform(np.array([7, 7, 8]), 0, 1000))
+    >>> bool(np.all(u[0] == u[1]) and np.any(u[0] != u[2]) and 0 < u.min() and u.max() < 1)
+    True
+    """
+    seed = ops.cast(seed, "uint32")
+    step = ops.cast(step, "uint32")
+    key = _mix(ops.add(_mix(seed), ops.multiply(ops.add(step, np.uint32(1)), _GOLDEN)))[:, None]  # [B, 1]
+    column = ops.cast(ops.arange(size, dtype="int32"), "uint32")[None, :]
+    bits = _mix(ops.add(_mix(ops.bitwise_xor(column, key)), key))
+    # The top 24 bits, centred in their interval: exact in float32, never 0 or 1.
+    return (ops.cast(ops.right_shift(bits, np.uint32(8)), "float32") + 0.5) / float(2**24)
+
+
 def int32_indexable(shape):
     """Whether every element has an int32 index (unknown dimensions: assumed)."""
     return int(np.prod([dim or 1 for dim in shape], dtype=np.float64)) < 2**31

@@ -139,11 +139,16 @@ class Transformer(keras.Model):
             projected = self.output_projection(hidden)
         return self.logits_cast(projected)
 
-    def generate(self, encoder_tokens, start_id, end_id, max_length=None, beam_size=1, length_penalty=0.6):
+    def generate(self, encoder_tokens, start_id, end_id, max_length=None, beam_size=1, length_penalty=0.6,
+                 num_hypotheses=1, return_scores=False, min_length=0, no_repeat_ngram_size=0, sampling=None):
         """Token ids `[B, ≤ max_length]` decoded from `encoder_tokens` with the key/value cache.
 
-        Greedy search for `beam_size=1`, else beam search (`decoding`);
-        `max_length` defaults to the model's.
+        Greedy search for `beam_size=1`, else beam search; with `sampling`
+        (a dict of `decoding.sample`'s `temperature`, `top_k`, `top_p`,
+        `seed`), sampling. `max_length` defaults to the model's. The other
+        arguments are `decoding`'s: `num_hypotheses` (beam search's n-best,
+        `[B, N, L]`), `return_scores` (then `(ids, scores)`), `min_length`
+        and `no_repeat_ngram_size`.
 
         Example:
 
@@ -151,13 +156,30 @@ class Transformer(keras.Model):
         >>> ids = keras.ops.convert_to_numpy(model.generate(np.array([[5, 6, 7, 0]]), 1, 2, max_length=8, beam_size=2))
         >>> ids.shape[0], int(ids[0, 0])  # one output per source, starting with start_id
         (1, 1)
+        >>> ids, scores = model.generate(np.array([[5, 6, 7, 0]]), 1, 2, max_length=8, beam_size=3, num_hypotheses=3,
+        ...                              return_scores=True)
+        >>> tuple(ids.shape), bool(np.all(np.diff(keras.ops.convert_to_numpy(scores)) <= 0))  # best first
+        ((1, 3, 8), True)
         """
         from tf_transformer import decoding
 
         max_length = max_length or self.max_length
-        if beam_size == 1:
-            return decoding.greedy_search(self, encoder_tokens, start_id, end_id, max_length)
-        return decoding.beam_search(self, encoder_tokens, start_id, end_id, max_length, beam_size, length_penalty)
+        controls = {"return_scores": return_scores, "min_length": min_length,
+                    "no_repeat_ngram_size": no_repeat_ngram_size}
+        if sampling is not None:
+            if beam_size != 1 or num_hypotheses != 1:
+                raise ValueError("Sampling draws one output per example: pass beam_size=1 and num_hypotheses=1 with it.")
+            return decoding.sample(self, encoder_tokens, start_id, end_id, max_length, **sampling, **controls)
+        if beam_size == 1 and num_hypotheses == 1:
+            return decoding.greedy_search(self, encoder_tokens, start_id, end_id, max_length, **controls)
+        return decoding.beam_search(self, encoder_tokens, start_id, end_id, max_length, beam_size, length_penalty,
+                                    num_hypotheses=num_hypotheses, **controls)
+
+    def score(self, encoder_tokens, decoder_tokens):
+        """`decoding.score`: the log-probability of each given output's ids, `(per token [B, T - 1], sum [B])`."""
+        from tf_transformer import decoding
+
+        return decoding.score(self, encoder_tokens, decoder_tokens)
 
     def attention_weights(self, encoder_tokens, decoder_tokens):
         """Every attention layer's weights, for plots and inspection.

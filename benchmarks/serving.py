@@ -195,7 +195,8 @@ result = {"load_s": round(time.perf_counter() - start, 2), "peak_mib_after_load"
 start, records = time.perf_counter(), 0
 for record in tf.data.TFRecordDataset(os.path.join(path, "assets.extra", "tf_serving_warmup_requests")):
     request = prediction_log_pb2.PredictionLog.FromString(record.numpy()).predict_log.request
-    loaded.signatures[request.model_spec.signature_name](text=tf.constant(tf.make_ndarray(request.inputs["text"])))
+    loaded.signatures[request.model_spec.signature_name](
+        **{name: tf.constant(tf.make_ndarray(tensor)) for name, tensor in request.inputs.items()})
     records += 1
 result.update(replay_s=round(time.perf_counter() - start, 2), records=records, peak_mib_after_replay=peak_mib(),
               xla_programs=len(os.listdir(cache)) if os.path.isdir(cache) else 0)

@@ -200,9 +200,10 @@ replayed = []
 for record in tf.data.TFRecordDataset(os.path.join(path, "assets.extra", "tf_serving_warmup_requests")):
     log = prediction_log_pb2.PredictionLog.FromString(record.numpy())
     request = log.predict_log.request
-    texts = tf.make_ndarray(request.inputs["text"])
-    out = loaded.signatures[request.model_spec.signature_name](text=tf.constant(texts))["translation"]
-    replayed.append([request.model_spec.signature_name, len(texts), int(out.shape[0])])
+    inputs = {name: tf.constant(tf.make_ndarray(tensor)) for name, tensor in request.inputs.items()}
+    outputs = loaded.signatures[request.model_spec.signature_name](**inputs)
+    first = outputs.get("translation", outputs.get("translations", outputs.get("score")))
+    replayed.append([request.model_spec.signature_name, int(inputs["text"].shape[0]), int(first.shape[0])])
 print(json.dumps(replayed))
 """
 
@@ -214,7 +215,7 @@ def test_warmup_records_parse_and_replay_without_the_package(character_export):
     assert result.returncode == 0, result.stderr[-4000:]
     replayed = json.loads(result.stdout.strip().splitlines()[-1])
     assert 2 <= len(replayed) <= 1000
-    assert {name for name, _, _ in replayed} == {"serving_default", "beam_search"}
+    assert {name for name, _, _ in replayed} == {"serving_default", "beam_search", "n_best", "sample", "score"}
     assert len({size for _, size, _ in replayed}) >= 2  # requests of different sizes
     assert all(size == served for _, size, served in replayed)  # one translation per text
 
@@ -260,3 +261,66 @@ def test_xla_translator_gives_every_batch_size_the_core_ops_strings(character_ex
         for core_call, xla_call in ((core.translate, xla.translate), (core.translate_beam, xla.translate_beam)):
             want, got = core_call(batch)["translation"].numpy(), xla_call(batch)["translation"].numpy()
             assert got.shape == (rows,) and got.tolist() == want.tolist()
+
+
+def test_decoding_option_signatures_agree_in_process_and_under_both_loaders(character_export):
+    """n_best, sample and score: what the library computes, the same reloaded by `tf.saved_model.load` and by
+    the session loader in a process without the package; options out of range fail the request by name."""
+    from training import evaluate
+    from tf_transformer import decoding
+    from tf_transformer.special_tokens import END, START
+
+    _, path, model = character_export
+    source_tokenizer, target_tokenizer = CharacterTokenizer.train(TEXTS), CharacterTokenizer.train(["0123456789-"])
+    translator = export.Translator(model, source_tokenizer, target_tokenizer)  # as the fixture exported it
+    texts = TEXTS + ["", "12 mai 1999"]
+    n = len(texts)
+    sample = {"text": texts + texts, "temperature": [1.5] * n + [1.0] * n, "top_k": [0] * n + [1] * n,
+              "top_p": [0.9] * n + [1.0] * n, "seed": list(range(n)) + [0] * n}
+    score = {"text": texts, "translation": ["2009-09-25", "2009-06-25", "", "1975-04-03", "0", "1999-05-12"]}
+    request = {export.SERVING_KEY: texts, export.BEAM_KEY: texts, export.N_BEST_KEY: {"text": texts},
+               export.SAMPLE_KEY: sample, export.SCORE_KEY: score}
+    result = evaluate.translate_reloaded(path, {"saved_model_load": request, "session_loader": request})
+    reloaded = result["saved_model_load"]
+    for loader in ("saved_model_load", "session_loader"):
+        got = result[loader]
+        assert got[export.N_BEST_KEY]["translations"] == reloaded[export.N_BEST_KEY]["translations"]
+        assert got[export.SAMPLE_KEY]["translation"] == reloaded[export.SAMPLE_KEY]["translation"]
+        for name, key in ((export.N_BEST_KEY, "scores"), (export.SAMPLE_KEY, "score"), (export.SCORE_KEY, "score")):
+            np.testing.assert_allclose(got[name][key], reloaded[name][key], atol=1e-5)
+
+    # n_best: the beam's hypotheses, best first; the first is beam_search's answer.
+    n_best = reloaded[export.N_BEST_KEY]
+    assert [len(row) for row in n_best["translations"]] == [4] * n
+    assert [row[0] for row in n_best["translations"]] == reloaded[export.BEAM_KEY]
+    assert all(np.all(np.diff(row) <= 1e-6) for row in n_best["scores"])
+    assert n_best["translations"][4] == [""] * 4 and n_best["scores"][4] == [0.0] * 4  # a blank text
+    in_process = translator.translate_n_best(tf.constant(texts))
+    np.testing.assert_allclose(in_process["scores"].numpy(), n_best["scores"], atol=1e-5)
+
+    # sample: top_k=1 is greedy; a seed gives the same sample in process, reloaded, and alone in its batch.
+    samples = reloaded[export.SAMPLE_KEY]["translation"]
+    assert samples[n:] == reloaded[export.SERVING_KEY]
+    in_process = translator.translate_sample(*(tf.constant(v) for v in sample.values()))
+    assert [t.decode() for t in in_process["translation"].numpy()] == samples
+    alone = translator.translate_sample(tf.constant(texts[1:2]), tf.constant([1.5]), tf.constant([0]),
+                                        tf.constant([0.9]), tf.constant([1]))
+    assert alone["translation"].numpy()[0].decode() == samples[1]
+
+    # score: the teacher-forced log-probability of the given translation's ids, end included.
+    target = target_tokenizer.tokenize(tf.constant(score["translation"]))
+    ids = tf.concat([tf.fill([n, 1], START), target, tf.fill([n, 1], END)], axis=1).to_tensor()
+    source = source_tokenizer.tokenize(tf.constant(texts)).to_tensor()
+    _, expected = decoding.score(model, source, ids)
+    np.testing.assert_allclose(reloaded[export.SCORE_KEY]["score"], expected.numpy(), atol=1e-4)
+    assert reloaded[export.SCORE_KEY]["tokens"] == [int(t) + 1 for t in target.row_lengths().numpy()]
+
+    loaded = tf.saved_model.load(path).signatures[export.SAMPLE_KEY]
+    good = {"text": tf.constant(["25 juin 2009"]), "temperature": tf.constant([1.0]), "top_k": tf.constant([0]),
+            "top_p": tf.constant([1.0]), "seed": tf.constant([0])}
+    for name, value, match in (("temperature", [-1.0], "temperature"), ("top_p", [0.0], "top_p"),
+                               ("top_p", [1.5], "top_p"), ("top_k", [-2], "top_k"), ("seed", [1, 2], "seed")):
+        with pytest.raises(tf.errors.InvalidArgumentError, match=match):
+            loaded(**{**good, name: tf.constant(value)})
+    with pytest.raises(tf.errors.InvalidArgumentError, match="translation"):
+        tf.saved_model.load(path).signatures[export.SCORE_KEY](text=tf.constant(["a", "b"]), translation=tf.constant(["1"]))

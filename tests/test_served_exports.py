@@ -133,9 +133,11 @@ loaded = tf.saved_model.load(sys.argv[1])
 sizes = []
 for record in tf.data.TFRecordDataset(os.path.join(sys.argv[1], "assets.extra", "tf_serving_warmup_requests")):
     request = prediction_log_pb2.PredictionLog.FromString(record.numpy()).predict_log.request
-    texts = tf.make_ndarray(request.inputs["text"])
-    out = loaded.signatures[request.model_spec.signature_name](text=tf.constant(texts))["translation"]
-    assert out.shape == (len(texts),)
+    inputs = {name: tf.constant(tf.make_ndarray(tensor)) for name, tensor in request.inputs.items()}
+    outputs = loaded.signatures[request.model_spec.signature_name](**inputs)
+    texts = inputs["text"]
+    out = outputs["translation"] if "translation" in outputs else outputs["translations"] if "translations" in outputs else outputs["score"]
+    assert out.shape[0] == len(texts)
     sizes.append(len(texts))
 after_warmup = compiled()
 # Requests as clients send them, of sizes and lengths the records do not hold, up to 128 texts.
@@ -203,3 +205,40 @@ def test_hostile_inputs_get_one_string_each_and_fail_no_batch(export, request):
     for signature in SIGNATURES:
         assert len(answers[signature]) == 7
         assert answers[signature][-2:] == ["", ""]  # blank and empty in, empty out
+
+
+@pytest.mark.slow
+def test_translate_cli_n_best_sample_and_score(cli_dates_export, tmp_path):
+    """`--n-best N --scores`, `--sample`, `--score`: the signatures' answers, in the CLI's line formats."""
+    export_dir, _ = cli_dates_export
+    expected = probe(export_dir)
+    texts = expected["texts"][:6]
+
+    def run(*flags, stdin=None):
+        result = run_module("training.translate", "--model", export_dir, *flags, *([] if stdin else texts),
+                            input=stdin, timeout=600)
+        assert result.returncode == 0, result.stderr[-3000:]
+        return result.stdout.splitlines()
+
+    lines = run("--n-best", "3", "--scores")
+    assert len(lines) == 3 * len(texts)
+    for i, text in enumerate(texts):
+        scored = [line.split("\t", 1) for line in lines[3 * i: 3 * i + 3]]
+        assert scored[0][1] == expected["beam_search"][i]  # the first of the n best is beam search's answer
+        assert [float(s) for s, _ in scored] == sorted((float(s) for s, _ in scored), reverse=True)
+    # top-k 1 sampling is greedy, its score the decoding loop's sum of log-probabilities; a seed repeats a sample.
+    sampled = [line.split("\t", 1) for line in run("--sample", "--top-k", "1", "--seed", "3", "--scores")]
+    assert [t for _, t in sampled] == expected["serving_default"][:6]
+    assert run("--sample", "--temperature", "2", "--seed", "5") == run("--sample", "--temperature", "2", "--seed", "5")
+    # --score: forced decoding of those answers gives the same log-probabilities (where the answer is the
+    # model's own: the dates export answers "" for a calendar-invalid output, a string the model did not write).
+    pairs = "".join(f"{text}\t{translation}\n" for text, (_, translation) in zip(texts, sampled))
+    scored = [line.split("\t") for line in run("--score", stdin=pairs)]
+    assert len(scored) == len(texts)
+    for (score, translation), (forced, tokens) in zip(sampled, scored):
+        assert int(tokens) == len(translation) + 1  # one token a character, and the end token
+        if translation:
+            assert abs(float(score) - float(forced)) < 2e-3, (translation, score, forced)
+    assert any(translation for _, translation in sampled)
+    bad = run_module("training.translate", "--model", export_dir, "--sample", "--top-p", "0", "a", timeout=600)
+    assert bad.returncode != 0 and "--top-p" in bad.stderr

@@ -7,7 +7,20 @@ model. The graph holds the tokenizers and the decoding loop; signatures:
 
 * `serving_default`: `text` tf.string `[None]` → `translation` tf.string `[None]`
   (greedy search with the key/value cache);
-* `beam_search`: the same with beam search.
+* `beam_search`: the same with beam search;
+* `n_best`: `text` `[None]` → `translations` tf.string `[None, N]` (best
+  first) and `scores` float32 `[None, N]`, the length-penalised
+  log-probabilities beam search ranks by (N = the beam size);
+* `sample`: `text`, `temperature` float32, `top_k` int32 (0: off),
+  `top_p` float32 (1: off), `seed` int32, each `[None]` → `translation`
+  tf.string and `score` float32 (the sample's log-probability), `[None]`;
+* `score`: `text` and `translation` `[None]` → `score` float32 (the sum of
+  the translation's token log-probabilities, end token included) and
+  `tokens` int32, `[None]` (forced decoding).
+
+Every input has the batch first, as TF Serving's row format needs; an
+option out of range fails the request with an `InvalidArgumentError` that
+names it.
 
 Inputs longer than the model's `max_length` tokens are truncated; an empty
 (or blank) string translates to an empty string. The trained `.keras` model,
@@ -30,6 +43,9 @@ from tf_transformer.tokenizers import save_tokenizers
 
 SERVING_KEY = "serving_default"
 BEAM_KEY = "beam_search"
+N_BEST_KEY = "n_best"
+SAMPLE_KEY = "sample"
+SCORE_KEY = "score"
 
 
 class Translator(tf.Module):
@@ -81,9 +97,15 @@ class Translator(tf.Module):
         self.max_length = model.max_length
         self.max_output_length = min(max_output_length or self.max_length, self.max_length)
         self.beam_size = beam_size
-        signature = [tf.TensorSpec([None], tf.string, name="text")]
-        self.translate = tf.function(self._greedy, input_signature=signature)
-        self.translate_beam = tf.function(self._beam, input_signature=signature)
+        text = tf.TensorSpec([None], tf.string, name="text")
+        self.translate = tf.function(self._greedy, input_signature=[text])
+        self.translate_beam = tf.function(self._beam, input_signature=[text])
+        # The decoding options' signatures run without XLA (their per-example options would multiply the programs).
+        self.translate_n_best = tf.function(self._n_best, input_signature=[text])
+        self.translate_sample = tf.function(self._sample, input_signature=[
+            text, tf.TensorSpec([None], tf.float32, name="temperature"), tf.TensorSpec([None], tf.int32, name="top_k"),
+            tf.TensorSpec([None], tf.float32, name="top_p"), tf.TensorSpec([None], tf.int32, name="seed")])
+        self.score = tf.function(self._score, input_signature=[text, tf.TensorSpec([None], tf.string, name="translation")])
         if self.jit_compile:
             ids = [tf.TensorSpec([None, None], tf.int32, name="source_ids")]
             self._compiled_greedy = tf.function(self._greedy_search, input_signature=ids, jit_compile=True)
@@ -113,6 +135,43 @@ class Translator(tf.Module):
             translation = self.postprocess(text, translation)
         blank = tf.equal(tf.strings.length(tf.strings.strip(text)), 0)
         return {"translation": tf.where(blank, tf.constant(""), translation)}
+
+    def _n_best(self, text):
+        source_ids = self._encode(text)
+        ids, scores = decoding.beam_search(self.model, source_ids, START, END, self.max_output_length,
+                                           beam_size=self.beam_size, num_hypotheses=self.beam_size, return_scores=True)
+        rows, n = tf.shape(ids)[0], self.beam_size
+        flat_text = tf.reshape(tf.repeat(text[:, None], n, axis=1), [-1])
+        translations = self._decode(flat_text, tf.reshape(ids, [rows * n, -1]))["translation"]
+        blank = tf.equal(tf.strings.length(tf.strings.strip(text)), 0)[:, None]
+        return {"translations": tf.reshape(translations, [rows, n]), "scores": tf.where(blank, 0.0, scores)}
+
+    def _sample(self, text, temperature, top_k, top_p, seed):
+        rows = tf.shape(text)[0]
+        checks = [tf.debugging.assert_equal(tf.shape(option)[0], rows, message=f"sample: `{name}` must have one value per text")
+                  for name, option in (("temperature", temperature), ("top_k", top_k), ("top_p", top_p), ("seed", seed))]
+        checks += [
+            tf.debugging.assert_greater_equal(temperature, 0.0, message="sample: `temperature` must be ≥ 0 (0: greedy)"),
+            tf.debugging.assert_greater_equal(top_k, 0, message="sample: `top_k` must be ≥ 0 (0: off)"),
+            tf.debugging.assert_greater(top_p, 0.0, message="sample: `top_p` must be in (0, 1] (1: off)"),
+            tf.debugging.assert_less_equal(top_p, 1.0, message="sample: `top_p` must be in (0, 1] (1: off)"),
+        ]
+        with tf.control_dependencies(checks):
+            source_ids = self._encode(text)
+        ids, scores = decoding.sample(self.model, source_ids, START, END, self.max_output_length, temperature=temperature,
+                                      top_k=top_k, top_p=top_p, seed=seed, return_scores=True)
+        blank = tf.equal(tf.strings.length(tf.strings.strip(text)), 0)
+        return {"translation": self._decode(text, ids)["translation"], "score": tf.where(blank, 0.0, scores)}
+
+    def _score(self, text, translation):
+        with tf.control_dependencies([tf.debugging.assert_equal(
+                tf.shape(translation)[0], tf.shape(text)[0], message="score: `translation` must have one value per text")]):
+            source_ids = self._encode(text)
+        ids = self.target_tokenizer.tokenize(translation)[:, : self.max_output_length - 2]  # room for start and end
+        rows = ids.nrows()
+        ids = tf.concat([tf.fill([rows, 1], START), ids, tf.fill([rows, 1], END)], axis=1)
+        _, scores = decoding.score(self.model, source_ids, ids.to_tensor(default_value=PAD))
+        return {"score": scores, "tokens": tf.cast(ids.row_lengths() - 1, tf.int32)}
 
     def _greedy_search(self, source_ids):
         return decoding.greedy_search(self.model, source_ids, START, END, self.max_output_length)
@@ -174,10 +233,16 @@ def _archive(model, translator):
     archive.track(translator.source_tokenizer)
     if translator.target_tokenizer is not translator.source_tokenizer:
         archive.track(translator.target_tokenizer)
-    for name, function in ((SERVING_KEY, translator.translate), (BEAM_KEY, translator.translate_beam)):
+    for name, function in signatures(translator).items():
         function.get_concrete_function()  # traced once (its input signature is fixed)
         archive.add_endpoint(name, function)
     return archive
+
+
+def signatures(translator):
+    """The exported signatures by key, as `tf.function`s of the translator."""
+    return {SERVING_KEY: translator.translate, BEAM_KEY: translator.translate_beam, N_BEST_KEY: translator.translate_n_best,
+            SAMPLE_KEY: translator.translate_sample, SCORE_KEY: translator.score}
 
 
 STAGING_PREFIX = ".export-"
@@ -334,7 +399,8 @@ def export(
         model.save(os.path.join(extra, "model.keras"))
         save_tokenizers(extra, source_tokenizer, target_tokenizer)
         warmup = warmup_batches(translator, warmup_texts, warmup_largest_batch or XLA_WARMUP_LARGEST_BATCH)
-        write_warmup_requests(os.path.join(extra, WARMUP_FILE), warmup, os.path.basename(os.path.normpath(export_dir)))
+        write_warmup_requests(os.path.join(extra, WARMUP_FILE), warmup, os.path.basename(os.path.normpath(export_dir)),
+                              option_requests(warmup_texts))
         _write_json(extra, {"signatures.json": _signature_docs(translator, description), **(extra_files or {})})
         if check is not None:
             _write_json(extra, check(staging) or {})
@@ -407,9 +473,29 @@ def _text_of_each_source_width(translator, texts):
     return [found[width] for width in sorted(found)]
 
 
-def write_warmup_requests(path, batches, model_name=""):
-    """TF Serving's warm-up file: a TFRecord of `PredictionLog`s, each batch for both signatures.
+def option_requests(texts=None):
+    """Warm-up requests `(signature, inputs)` of the decoding options' signatures: three batches each, as without XLA."""
+    texts = list(texts or _DEFAULT_WARMUP_TEXTS)
+    requests = []
+    for batch in (texts[-1:], texts[:2], texts):
+        rows = len(batch)
+        requests += [
+            (N_BEST_KEY, {"text": batch}),
+            (SAMPLE_KEY, {"text": batch, "temperature": [1.0] * rows, "top_k": [0] * rows, "top_p": [1.0] * rows,
+                          "seed": list(range(rows))}),
+            (SCORE_KEY, {"text": batch, "translation": batch}),
+        ]
+    return requests
 
+
+_INPUT_DTYPES = {"text": tf.string, "translation": tf.string, "temperature": tf.float32, "top_k": tf.int32,
+                 "top_p": tf.float32, "seed": tf.int32}
+
+
+def write_warmup_requests(path, batches, model_name="", other_requests=()):
+    """TF Serving's warm-up file: a TFRecord of `PredictionLog`s, each batch for both translation signatures.
+
+    Then `other_requests`, `(signature, inputs)` pairs (`option_requests`).
     At most 1,000 records, as TF Serving accepts. Built with
     tensorflow-serving-api's protos.
 
@@ -426,37 +512,66 @@ def write_warmup_requests(path, batches, model_name=""):
     """
     from tensorflow_serving.apis import model_pb2, predict_pb2, prediction_log_pb2
 
-    if 2 * len(batches) > 1000:
-        raise ValueError(f"TF Serving replays at most 1,000 warm-up records; {len(batches)} batches make {2 * len(batches)}.")
+    requests = [(signature, {"text": batch}) for signature in (SERVING_KEY, BEAM_KEY) for batch in batches]
+    requests += list(other_requests)
+    if len(requests) > 1000:
+        raise ValueError(f"TF Serving replays at most 1,000 warm-up records; {len(batches)} batches and "
+                         f"{len(other_requests)} other requests make {len(requests)}.")
+
+    def tensor(name, values):
+        dtype = _INPUT_DTYPES[name]
+        return tf.make_tensor_proto([v.encode("utf-8") for v in values] if dtype == tf.string else values, dtype=dtype)
+
     with tf.io.TFRecordWriter(path) as writer:
-        for signature in (SERVING_KEY, BEAM_KEY):
-            for batch in batches:
-                request = predict_pb2.PredictRequest(
-                    model_spec=model_pb2.ModelSpec(name=model_name, signature_name=signature),
-                    inputs={"text": tf.make_tensor_proto([t.encode("utf-8") for t in batch], dtype=tf.string)},
-                )
-                log = prediction_log_pb2.PredictionLog(predict_log=prediction_log_pb2.PredictLog(request=request))
-                writer.write(log.SerializeToString())
+        for signature, inputs in requests:
+            request = predict_pb2.PredictRequest(
+                model_spec=model_pb2.ModelSpec(name=model_name, signature_name=signature),
+                inputs={name: tensor(name, values) for name, values in inputs.items()},
+            )
+            log = prediction_log_pb2.PredictionLog(predict_log=prediction_log_pb2.PredictLog(request=request))
+            writer.write(log.SerializeToString())
 
 
 def _signature_docs(translator, description):
-    decoding_of = {
-        SERVING_KEY: "greedy search with the key/value cache",
-        BEAM_KEY: f"beam search (beam {translator.beam_size}) with the key/value cache",
+    text = {"text": "tf.string [None]: UTF-8 text, one per example"}
+    translation = {"translation": "tf.string [None]: one per input, in order"}
+    beam = f"beam search (beam {translator.beam_size}) with the key/value cache"
+    documented = {
+        SERVING_KEY: (text, translation, "greedy search with the key/value cache"),
+        BEAM_KEY: (text, translation, beam),
+        N_BEST_KEY: (text, {
+            "translations": f"tf.string [None, {translator.beam_size}]: the beam's hypotheses per input, best first",
+            "scores": f"float32 [None, {translator.beam_size}]: log P(translation | text) / ((5 + tokens) / 6) ** 0.6, "
+                      "what beam search ranks by (tokens: the translation's, end token included); 0 for a blank text",
+        }, beam),
+        SAMPLE_KEY: ({
+            **text,
+            "temperature": "float32 [None]: ≥ 0; the log-probabilities are divided by it (0: the most probable token)",
+            "top_k": "int32 [None]: ≥ 0; draw among the k most probable tokens (0: all)",
+            "top_p": "float32 [None]: in (0, 1]; then among the fewest of them whose probability reaches p (1: all)",
+            "seed": "int32 [None]: the same seed gives the same translation of the same text, whatever the batch",
+        }, {**translation, "score": "float32 [None]: the translation's log-probability under the model (at "
+                                    "temperature 1, without the cut-offs), end token included; 0 for a blank text"},
+            "sampling with the key/value cache, one token at a time"),
+        SCORE_KEY: ({**text, "translation": "tf.string [None]: the translation to score, one per text"}, {
+            "score": "float32 [None]: log P(translation | text), the sum over its tokens, end token included",
+            "tokens": "int32 [None]: how many tokens were scored (the translation's, end included; cut to "
+                      f"{translator.max_output_length - 2} before the end)",
+        }, "forced decoding: the model's log-probability of a given translation"),
     }
     return {
         name: {
-            "inputs": {"text": "tf.string [None]: UTF-8 text, one per example"},
-            "outputs": {"translation": "tf.string [None]: one per input, in order"},
+            "inputs": inputs,
+            "outputs": outputs,
             "decoding": decoding,
             "max_input_tokens": translator.max_length,
             "max_output_tokens": translator.max_output_length,  # start and end included
-            **({"beam_size": translator.beam_size} if name == BEAM_KEY else {}),
+            **({"beam_size": translator.beam_size} if name in (BEAM_KEY, N_BEST_KEY) else {}),
             # TF Serving runs an XLA-compiled export on CPU only with --xla_cpu_compilation_enabled=true.
-            "compiled_with_xla": translator.jit_compile,
+            "compiled_with_xla": translator.jit_compile and name in (SERVING_KEY, BEAM_KEY),
             "description": description or "",
         }
-        for name, decoding in decoding_of.items()
+        for name, (inputs, outputs, decoding) in documented.items()
     }
 
 

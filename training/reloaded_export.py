@@ -15,8 +15,15 @@ export. The request names texts per loader:
   variables restored by the saver's restore op, the signature's tensors fed
   and fetched — exactly what `saved_model_cli run` and TF Serving's server do.
 
-The result holds the translations under the same keys. tensorflow-text is
-imported when installed, for the SentencePiece ops of subword exports.
+The result holds the translations under the same keys. A signature with
+other inputs or outputs (`n_best`, `sample`, `score`) is asked with a dict
+of its inputs, each a list with one value per example, and answers a dict
+of all its outputs as lists (strings decoded):
+
+    {"saved_model_load": {"score": {"text": [...], "translation": [...]}}}
+
+tensorflow-text is imported when installed, for the SentencePiece ops of
+subword exports.
 """
 
 import sys
@@ -43,15 +50,37 @@ def _decode(values):
     return [value.decode("utf-8") for value in values]
 
 
+def _as_list(array):
+    """A fetched array as JSON: strings decoded, numbers as Python numbers, rows kept."""
+    if array.dtype == object:
+        return [_as_list(row) if getattr(row, "ndim", 0) else row.decode("utf-8") for row in array]
+    return array.tolist()
+
+
+def _batches(inputs):
+    """`(inputs as a dict, plain)`: a list of texts is the `text` input of a translation signature."""
+    plain = isinstance(inputs, list)
+    inputs = {"text": inputs} if plain else inputs
+    rows = len(inputs["text"])
+    return plain, [{k: v[start: start + BATCH_SIZE] for k, v in inputs.items()} for start in range(0, rows, BATCH_SIZE)]
+
+
+def _gathered(plain, outputs):
+    if plain:
+        return [text for batch in outputs for text in batch["translation"]]
+    return {key: [value for batch in outputs for value in batch[key]] for key in outputs[0]} if outputs else {}
+
+
 def saved_model_load(path, requests):
     loaded = tf.saved_model.load(path)
     results = {}
-    for name, texts in requests.items():
+    for name, inputs in requests.items():
         signature = loaded.signatures[name]
-        results[name] = []
-        for start in range(0, len(texts), BATCH_SIZE):
-            batch = tf.constant(texts[start : start + BATCH_SIZE], tf.string)
-            results[name] += _decode(signature(text=batch)["translation"].numpy())
+        specs = signature.structured_input_signature[1]
+        plain, batches = _batches(inputs)
+        outputs = [{key: _as_list(value.numpy()) for key, value in signature(
+            **{k: tf.constant(v, specs[k].dtype) for k, v in batch.items()}).items()} for batch in batches]
+        results[name] = _gathered(plain, outputs)
     return results
 
 
@@ -59,13 +88,13 @@ def session_loader(path, requests):
     results = {}
     with tf.Graph().as_default(), tf.compat.v1.Session() as session:
         meta_graph = tf.compat.v1.saved_model.loader.load(session, [tf.saved_model.SERVING], path)
-        for name, texts in requests.items():
+        for name, inputs in requests.items():
             signature = meta_graph.signature_def[name]
-            feed, fetch = signature.inputs["text"].name, signature.outputs["translation"].name
-            results[name] = []
-            for start in range(0, len(texts), BATCH_SIZE):
-                batch = texts[start : start + BATCH_SIZE]
-                results[name] += _decode(session.run(fetch, {feed: batch}))
+            fetches = {key: tensor.name for key, tensor in signature.outputs.items()}
+            plain, batches = _batches(inputs)
+            outputs = [{key: _as_list(value) for key, value in session.run(
+                fetches, {signature.inputs[k].name: v for k, v in batch.items()}).items()} for batch in batches]
+            results[name] = _gathered(plain, outputs)
     return results
 
 

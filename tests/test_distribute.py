@@ -154,7 +154,8 @@ def epochs_started(output):
 @pytest.mark.slow
 def test_two_workers_train_export_once_and_survive_a_kill(tmp_path):
     export_dir, work_dir = str(tmp_path / "dates"), str(tmp_path / "dates.work")
-    arguments = ["--strategy", "multi-worker", "--preset", "tiny", "--train-size", "3000",
+    # --select-by bleu and the dates config's --average-last 5, as `fit`'s path honours them.
+    arguments = ["--strategy", "multi-worker", "--preset", "tiny", "--train-size", "3000", "--select-by", "bleu",
                  "--export-dir", export_dir, "--work-dir", work_dir]
     codes, outputs = run_workers([*arguments, "--epochs", "1"])
     assert codes == [0, 0], "\n----\n".join(o[-3000:] for o in outputs)
@@ -186,6 +187,14 @@ def test_two_workers_train_export_once_and_survive_a_kill(tmp_path):
         assert resumed and int(resumed.group(1)) > 0 and epochs_started(output) == ["3/3"], output[-3000:]
     assert sorted(os.listdir(export_dir)) == ["1", "2"]
     assert not [p for p in tmp_path.rglob("*") if "workertemp" in p.name]
+    # Each epoch was judged by its held-out exact match, the same on both workers, and the export is the
+    # mean of the three epochs' weights, as its record says.
+    for output in outputs:
+        assert "val_exact_match" in last_epoch_line(output)
+        assert "Averaged the weights of epochs [1, 2, 3]" in output, output[-3000:]
+    with open(os.path.join(export_dir, "2", "assets.extra", "training_config.json"), encoding="utf-8") as file:
+        recorded = json.load(file)["training"]
+    assert recorded["select_by"] == "bleu" and recorded["average_last"] == 5
 
 
 def test_multi_worker_without_tf_config_says_so(tmp_path):

@@ -7,8 +7,10 @@ reduction of the scalar logs fails; reproduced with two localhost workers).
 `fit` is kept for every other strategy. This loop does fit's job with the
 same parts: the compiled model, its loss, optimizer (learning-rate schedule
 included) and `metrics.masked_hits` (MaskedAccuracy's count), the same input
-pipeline, the same `Epoch N/M` progress lines, best weights on `val_loss`,
-early stopping, TensorBoard scalars, and `tf.train.CheckpointManager` in
+pipeline, the same `Epoch N/M` progress lines, the same callbacks for what
+`fit` logs each epoch (the held-out BLEU or exact match of `--select-by
+bleu`), best weights on `val_loss` or that score, early stopping, the last
+epochs' weights averaged (`--average-last`), TensorBoard scalars, and `tf.train.CheckpointManager` in
 place of `callbacks.StepBackup` (a checkpoint every `backup_every` steps and
 at each epoch's end; it resumes mid-epoch, at the step its checkpoint records,
 the data continuing after what was trained).
@@ -121,8 +123,9 @@ def restore(checkpoint, directory, log=print):
 
 
 def fit(model, strategy, make_dataset, *, epochs, steps_per_epoch, validation_steps, work_dir,
-        best_weights=None, early_stopping_patience=0, jit_compile=False, backup_every=None, log=print):
-    """`model.fit`'s job under `strategy` with a loop of our own; returns the history.
+        best_weights=None, early_stopping_patience=0, jit_compile=False, backup_every=None, log=print,
+        callbacks=(), monitor="val_loss", mode="min", average_last=1):
+    """`model.fit`'s job under `strategy` with a loop of our own; returns `(history, averaged epochs)`.
 
     Args:
         model: a model compiled under `strategy.scope()` (loss, optimizer).
@@ -140,13 +143,25 @@ def fit(model, strategy, make_dataset, *, epochs, steps_per_epoch, validation_st
         work_dir: checkpoints in `work_dir/checkpoints`, scalars in
             `work_dir/logs` (the chief's; other workers write twins and
             delete them).
+        callbacks: Keras callbacks run at each epoch's end before the
+            best epoch is chosen (e.g. `callbacks.HeldOutTranslation`, which
+            adds its score to the logs); the same on every worker, so they
+            must not run collectives.
+        monitor, mode: the log that chooses the best epoch ("min" or "max").
+        average_last: K > 1 sets the weights to the mean of the last K
+            epochs' at the end, as `fit`'s path does (each worker averages
+            its own copies: `work_dir/epochs` for the chief,
+            `work_dir/epochs-<task>-<id>` for the others).
     """
+    if mode not in ("min", "max"):
+        raise ValueError(f"mode must be 'min' or 'max', got {mode!r}")
+    sign = 1.0 if mode == "min" else -1.0  # `best` holds sign * the monitored value: lower is better
     optimizer, loss_fn = model.optimizer, model.loss
     with strategy.scope():
         optimizer.build(model.trainable_variables)
         epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
         step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step_in_epoch")
-        best = tf.Variable(np.inf, dtype=tf.float64, trainable=False, name="best_val_loss")
+        best = tf.Variable(np.inf, dtype=tf.float64, trainable=False, name="best_val_loss")  # sign * monitor
         waited = tf.Variable(0, dtype=tf.int64, trainable=False, name="epochs_without_improvement")
     checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, epoch=epoch, step=step, best=best, waited=waited)
     checkpoint_dir = os.path.join(work_dir, "checkpoints")
@@ -205,8 +220,12 @@ def fit(model, strategy, make_dataset, *, epochs, steps_per_epoch, validation_st
     # Checkpoints, the best weights and early stopping stay in this loop: their state must be
     # in the checkpoint (Keras's callbacks keep it in Python) and written by every worker.
     callbacks = keras.callbacks.CallbackList(
-        [keras.callbacks.TensorBoard(write_path(os.path.join(work_dir, "logs"), strategy))], model=model
+        [*callbacks, keras.callbacks.TensorBoard(write_path(os.path.join(work_dir, "logs"), strategy))], model=model
     )
+    # Each worker's own copies of the last epochs, for averaging: kept like the checkpoints, so that a job
+    # resumed for more epochs averages the same epochs on every worker.
+    task_type, task_id = task_of(strategy)
+    epochs_dir = os.path.join(work_dir, "epochs" if is_chief(strategy) else f"epochs-{task_type}-{task_id}")
     callbacks.on_train_begin()
     history = {"loss": [], "masked_accuracy": [], "val_loss": [], "val_masked_accuracy": []}
 
@@ -230,14 +249,22 @@ def fit(model, strategy, make_dataset, *, epochs, steps_per_epoch, validation_st
         for _ in range(validation_steps):
             totals += [float(v) for v in validation_step(next(validation_iterator))]
         logs.update(val_loss=totals[0] / validation_steps, val_masked_accuracy=totals[1] / max(totals[2], 1.0))
+        callbacks.on_epoch_end(index, logs)  # the callbacks add their scores to `logs`
         progress.update(steps_per_epoch - start, list(logs.items()), finalize=True)
         for key, value in logs.items():
-            history[key].append(value)
-        callbacks.on_epoch_end(index, logs)
+            history.setdefault(key, []).append(value)
+        if monitor not in logs:
+            raise KeyError(f"The best epoch is chosen by {monitor!r}, which the epoch's logs lack: {sorted(logs)}")
+        if average_last > 1:
+            os.makedirs(epochs_dir, exist_ok=True)
+            model.save_weights(os.path.join(epochs_dir, f"epoch-{index + 1:04d}.weights.h5"))
+            for old in range(1, index + 2 - average_last):
+                with contextlib.suppress(FileNotFoundError):
+                    os.remove(os.path.join(epochs_dir, f"epoch-{old:04d}.weights.h5"))
 
-        improved = logs["val_loss"] < float(best.numpy())
+        improved = sign * logs[monitor] < float(best.numpy())
         if improved:
-            best.assign(logs["val_loss"])
+            best.assign(sign * logs[monitor])
             waited.assign(0)
             if best_weights:
                 path = write_path(best_weights, strategy)
@@ -250,7 +277,7 @@ def fit(model, strategy, make_dataset, *, epochs, steps_per_epoch, validation_st
         manager.save()  # every worker saves (the save may need them all); only the chief's stays
         remove_temporary(checkpoint_dir, strategy)
         if early_stopping_patience and int(waited.numpy()) >= early_stopping_patience:
-            log(f"Early stopping: val_loss has not improved for {early_stopping_patience} epochs")
+            log(f"Early stopping: {monitor} has not improved for {early_stopping_patience} epochs")
             break
 
     callbacks.on_train_end()
@@ -259,5 +286,16 @@ def fit(model, strategy, make_dataset, *, epochs, steps_per_epoch, validation_st
         if os.path.exists(path):
             model.load_weights(path)
         remove_temporary(best_weights, strategy)
+    averaged = []
+    if average_last > 1:
+        from training.callbacks import average_weights
+
+        last = int(epoch.numpy())
+        averaged = [n for n in range(max(1, last - average_last + 1), last + 1)
+                    if os.path.exists(os.path.join(epochs_dir, f"epoch-{n:04d}.weights.h5"))]
+        if len(averaged) > 1:
+            average_weights(model, [os.path.join(epochs_dir, f"epoch-{n:04d}.weights.h5") for n in averaged])
+        else:
+            averaged = []
     remove_temporary(os.path.join(work_dir, "logs"), strategy)
-    return history
+    return history, averaged

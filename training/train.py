@@ -386,14 +386,17 @@ def fingerprint(corpus, tokenizers):
     return zlib.crc32(text.encode("utf-8"))
 
 
-def train_multi_worker(model, strategy, config, data, validation, args, work_dir):
-    """`model.fit`'s part under MultiWorkerMirroredStrategy (training.distributed says why).
+def train_multi_worker(model, strategy, config, data, validation, args, work_dir, held_out_translation):
+    """`model.fit`'s part under MultiWorkerMirroredStrategy (training.distributed says why); returns the averaged epochs.
 
     Every worker streams its own share (`TrainingData.stream`'s input
     context: its files, or every n-th line) and runs the same number of
     steps. The loop resumes at the step its checkpoint records, the data
     continuing after it (`--backup-every` steps, as in a single process).
+    It keeps the best epoch by the same rule as `train_single`
+    (`--select-by`) and averages the same last epochs (`--average-last`).
     """
+    select_by_score = config.select_by == "bleu"
 
     def make_dataset(split, input_context, first_epoch=0, skip_steps=0):
         replicas = strategy.num_replicas_in_sync
@@ -418,7 +421,11 @@ def train_multi_worker(model, strategy, config, data, validation, args, work_dir
         early_stopping_patience=config.early_stopping_patience,
         jit_compile=args.jit_compile,
         backup_every=args.backup_every,
-    )
+        callbacks=[held_out_translation],
+        monitor=held_out_translation.monitor if select_by_score else "val_loss",
+        mode="max" if select_by_score else "min",
+        average_last=config.average_last,
+    )[1]
 
 
 def train_single(model, data, validation_data, config, args, work_dir, held_out_translation):
@@ -803,10 +810,13 @@ def train_and_evaluate(**options):
         jit_compile=args.export_xla,
     )
     without_averaging = None
-    if multi_worker:
-        train_multi_worker(model, strategy, config, data, validation[:2], args, work_dir)  # ends with the best weights
+    held_out_translation = held_out_scores(translator.translate, kind, splits["validation"])
+    if multi_worker:  # ends with the best epoch's weights, or the last epochs' averaged
+        averaged = train_multi_worker(model, strategy, config, data, validation[:2], args, work_dir,
+                                      held_out_translation)
+        if averaged:
+            print(f"Averaged the weights of epochs {averaged}", flush=True)
     else:
-        held_out_translation = held_out_scores(translator.translate, kind, splits["validation"])
         validation_data = pipeline.evaluation_batches(*validation[:2], config.max_length, **data.batching)
         checkpoints = train_single(model, data, validation_data, config, args, work_dir, held_out_translation)
         if os.path.exists(checkpoints.best_path):
@@ -823,15 +833,13 @@ def train_and_evaluate(**options):
             without_averaging["averaged_epochs"] = checkpoints.state["epochs"][-config.average_last:]
             print(f"Averaged the weights of epochs {without_averaging['averaged_epochs']}", flush=True)
 
-    # What was done: the multi-worker loop keeps the best val_loss epoch and averages nothing (yet).
-    applied = dataclasses.replace(config, average_last=1, select_by="loss") if multi_worker else config
     evaluation = ExportEvaluation(translator, kind, samples, splits["test"], beam=config.eval_beam_size > 1,
                                   started=started, held_out=splits.get("held_out"),
                                   extra_metrics={"without_averaging": without_averaging} if without_averaging else None)
     with writing(export_dir):
         path = tf_transformer.export.export(
             model, source_tokenizer, target_tokenizer, distributed.write_path(export_dir, strategy), translator=translator,
-            extra_files={"training_config.json": {"training": dataclasses.asdict(applied), "model": model_config.to_dict()}},
+            extra_files={"training_config.json": {"training": dataclasses.asdict(config), "model": model_config.to_dict()}},
             # Every figure comes from the export reloaded in a fresh process; only the chief's export is kept.
             check=evaluation.check if distributed.is_chief(strategy) else None,
             description=DESCRIPTIONS[kind],

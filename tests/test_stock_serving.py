@@ -62,3 +62,56 @@ def test_exports_load_and_translate_identically_under_tensorflow_2_20(export, st
     for loader in ("saved_model_load", "session_loader"):
         for name in signatures:
             assert outputs[loader][name] == probe[name], (loader, name)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("export", EXPORTS)
+def test_decoding_option_signatures_answer_the_same_under_tensorflow_2_20(export, stock_runtime, request, tmp_path):
+    """n_best, sample and score: TensorFlow 2.20 (both loaders) answers what this project's TensorFlow does."""
+    from training import evaluate
+
+    export_dir, _ = request.getfixturevalue(export)
+    version = os.path.join(export_dir, "1")
+    with open(os.path.join(version, "assets.extra", "evaluation.json"), encoding="utf-8") as file:
+        texts = json.load(file)["in_process_probe"]["texts"][:8]
+    rows = len(texts)
+    signatures = {
+        "n_best": {"text": texts},
+        "sample": {"text": texts, "temperature": [1.2] * rows, "top_k": [0] * rows, "top_p": [0.9] * rows,
+                   "seed": list(range(rows))},
+        "score": {"text": texts, "translation": texts[::-1]},
+    }
+    requested = {loader: signatures for loader in ("saved_model_load", "session_loader")}
+    expected = evaluate.translate_reloaded(version, {"saved_model_load": signatures})["saved_model_load"]
+    request_path, result_path = tmp_path / "request.json", tmp_path / "result.json"
+    request_path.write_text(json.dumps(requested), encoding="utf-8")
+    result = subprocess.run([stock_runtime, os.path.join(ROOT, "training", "reloaded_export.py"), version,
+                             str(request_path), str(result_path)], capture_output=True, text=True, timeout=1800)
+    assert result.returncode == 0, result.stderr[-4000:]
+    outputs = json.loads(result_path.read_text(encoding="utf-8"))
+    import numpy as np
+
+    for loader in ("saved_model_load", "session_loader"):
+        got = outputs[loader]
+        assert got["n_best"]["translations"] == expected["n_best"]["translations"], loader
+        assert got["sample"]["translation"] == expected["sample"]["translation"], loader
+        assert got["score"]["tokens"] == expected["score"]["tokens"], loader
+        for name, key in (("n_best", "scores"), ("sample", "score"), ("score", "score")):
+            np.testing.assert_allclose(got[name][key], expected[name][key], atol=1e-4, err_msg=f"{loader} {name}")
+
+
+@pytest.mark.slow
+def test_list_ops_knows_the_stock_runtime_and_passes_both_exports(stock_runtime, cli_dates_export, cli_tsv_core_export):
+    """`training.list_ops`' op file is what TensorFlow 2.20 + tensorflow-text 2.20 register, and both exports'
+    ops (SentencePiece included) fall inside it."""
+    from conftest import run_module
+    from training import list_ops
+
+    found = list_ops.registered_ops(stock_runtime)
+    assert list_ops.read_stock_ops() == set(found["ops"]), "regenerate it: python -m training.list_ops --write-stock-ops"
+    for export_dir, sentencepiece in ((cli_dates_export[0], False), (cli_tsv_core_export[0], True)):
+        result = run_module("training.list_ops", export_dir, timeout=300)
+        assert result.returncode == 0, result.stdout + result.stderr[-2000:]
+        report = json.loads(result.stdout)
+        assert report["runs_on_stock_tf_serving_2.20"] and report["outside_stock_tf_serving_2.20"] == []
+        assert any("Sentencepiece" in op for op in report["custom"]) == sentencepiece

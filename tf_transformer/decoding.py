@@ -393,8 +393,9 @@ def beam_search(model, encoder_tokens, start_id, end_id, max_length, beam_size=4
         logits, cache = _next_token_logits(
             model, merge(tokens), index, cache, context, context_padding_mask, use_cache=True
         )
-        step_log_probs = _forbid(ops.log_softmax(logits, axis=-1), merge(tokens), index, end_id, min_length,
-                                 no_repeat_ngram_size)
+        step_log_probs = ops.log_softmax(logits, axis=-1)
+        if min_length or no_repeat_ngram_size:  # without them, the graph is what it was before they existed
+            step_log_probs = _forbid(step_log_probs, merge(tokens), index, end_id, min_length, no_repeat_ngram_size)
         vocab_size = ops.shape(step_log_probs)[-1]
         step_log_probs = split(step_log_probs)  # [B, K, V]
         # A finished beam may only be extended by padding, at no cost.

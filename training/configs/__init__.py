@@ -101,12 +101,10 @@ CONFIGS = {
         # [B, T, V] logits and loss dominate a step of this small model (210 against 298 ms a step at 8,000).
         vocab_size=4000,
         shared_vocabulary=True,
-        # Sampled segmentations: one split per rare word taught "▁sept|emb|re" (septembre) as seven and
-        # "▁J|an|e" (Jane) as I ("J'"). 8-best at 0.1 changes 79 % of the pairs for 9 % more tokens.
-        subword_nbest_size=8,
-        subword_alpha=0.1,
-        epochs=21,
-        epoch_passes=1 / 3,  # 7 passes, what the hour holds; averaging the last 5 epochs spans the last 1.7
+        epochs=18,
+        # 6 passes, what the hour holds; averaging the last 5 epochs spans the last 1.7. Sampled subword
+        # segmentations (subword_nbest_size=8, alpha 0.1, 21 epochs) did worse in the hour: benchmarks/README.
+        epoch_passes=1 / 3,
         batch_size=64,
         batch_tokens=1024,  # 1.3x the real tokens/s of 512 without XLA; 2,048 gained 6 % more for half the updates
         warmup_steps=800,

@@ -205,3 +205,20 @@ def test_real_batches_are_written_as_the_pipeline_makes_them_and_replayed(tmp_pa
         assert row["positions_per_second"] > row["median"] > 0
         np.testing.assert_allclose(row["median"] / row["positions_per_second"],
                                    counted / sum(labels.size for _, labels in batches[1:]), rtol=1e-9)
+
+
+def test_score_confidence_measures_what_it_reports(rng):
+    from benchmarks import score_confidence
+
+    scores = rng.normal(size=200).round(1)  # rounded: many ties
+    right = rng.random(200) < 0.7
+    pairs = [(s, w) for s in scores[right] for w in scores[~right]]
+    brute = np.mean([1.0 if s > w else 0.5 if s == w else 0.0 for s, w in pairs])
+    assert abs(score_confidence.right_above_wrong(scores, right) - brute) < 1e-9
+    # The threshold: the lowest score whose answers above it are right at least `precision` of the time.
+    scores, right = np.array([-0.1, -0.2, -0.3, -0.4, -0.5]), np.array([True, True, True, False, True])
+    assert score_confidence.threshold_for(scores, right, 1.0) == -0.3
+    assert score_confidence.threshold_for(scores, right, 0.8) == -0.5
+    # What the dates export must answer: real dates stay, what is no date (or an impossible one) is "".
+    assert [score_confidence.exported_reference(r) for r in ("2009-09-25", "2009-02-31", "", "1875-01-01")] == \
+        ["2009-09-25", "", "", ""]

@@ -44,22 +44,33 @@ def stock_runtime():
     return PYTHON
 
 
+LOADERS = ("saved_model_load", "session_loader")
+
+
+def probe_of(export_dir):
+    """The export's version path and the training process's own strings for a probe of inputs."""
+    version = os.path.join(export_dir, "1")
+    with open(os.path.join(version, "assets.extra", "evaluation.json"), encoding="utf-8") as file:
+        return version, json.load(file)["in_process_probe"]
+
+
+def reloaded_in_stock_runtime(python, version, signatures, tmp_path):
+    """`training/reloaded_export.py` in the stock runtime, both loaders: `{loader: {signature: answers}}`."""
+    request_path, result_path = tmp_path / "request.json", tmp_path / "result.json"
+    request_path.write_text(json.dumps({loader: signatures for loader in LOADERS}), encoding="utf-8")
+    result = subprocess.run([python, os.path.join(ROOT, "training", "reloaded_export.py"), version,
+                             str(request_path), str(result_path)], capture_output=True, text=True, timeout=1800)
+    assert result.returncode == 0, result.stderr[-4000:]
+    return json.loads(result_path.read_text(encoding="utf-8"))
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("export", EXPORTS)
 def test_exports_load_and_translate_identically_under_tensorflow_2_20(export, stock_runtime, request, tmp_path):
-    export_dir, _ = request.getfixturevalue(export)
-    version = os.path.join(export_dir, "1")
-    with open(os.path.join(version, "assets.extra", "evaluation.json"), encoding="utf-8") as file:
-        probe = json.load(file)["in_process_probe"]  # the training process's own strings
+    version, probe = probe_of(request.getfixturevalue(export)[0])
     signatures = [name for name in probe if name != "texts"]
-    request_path, result_path = tmp_path / "request.json", tmp_path / "result.json"
-    request_path.write_text(json.dumps({loader: {name: probe["texts"] for name in signatures}
-                                        for loader in ("saved_model_load", "session_loader")}), encoding="utf-8")
-    result = subprocess.run([stock_runtime, os.path.join(ROOT, "training", "reloaded_export.py"), version,
-                             str(request_path), str(result_path)], capture_output=True, text=True, timeout=1800)
-    assert result.returncode == 0, result.stderr[-4000:]
-    outputs = json.loads(result_path.read_text(encoding="utf-8"))
-    for loader in ("saved_model_load", "session_loader"):
+    outputs = reloaded_in_stock_runtime(stock_runtime, version, {name: probe["texts"] for name in signatures}, tmp_path)
+    for loader in LOADERS:
         for name in signatures:
             assert outputs[loader][name] == probe[name], (loader, name)
 
@@ -68,12 +79,12 @@ def test_exports_load_and_translate_identically_under_tensorflow_2_20(export, st
 @pytest.mark.parametrize("export", EXPORTS)
 def test_decoding_option_signatures_answer_the_same_under_tensorflow_2_20(export, stock_runtime, request, tmp_path):
     """n_best, sample and score: TensorFlow 2.20 (both loaders) answers what this project's TensorFlow does."""
+    import numpy as np
+
     from training import evaluate
 
-    export_dir, _ = request.getfixturevalue(export)
-    version = os.path.join(export_dir, "1")
-    with open(os.path.join(version, "assets.extra", "evaluation.json"), encoding="utf-8") as file:
-        texts = json.load(file)["in_process_probe"]["texts"][:8]
+    version, probe = probe_of(request.getfixturevalue(export)[0])
+    texts = probe["texts"][:8]
     rows = len(texts)
     signatures = {
         "n_best": {"text": texts},
@@ -81,17 +92,9 @@ def test_decoding_option_signatures_answer_the_same_under_tensorflow_2_20(export
                    "seed": list(range(rows))},
         "score": {"text": texts, "translation": texts[::-1]},
     }
-    requested = {loader: signatures for loader in ("saved_model_load", "session_loader")}
     expected = evaluate.translate_reloaded(version, {"saved_model_load": signatures})["saved_model_load"]
-    request_path, result_path = tmp_path / "request.json", tmp_path / "result.json"
-    request_path.write_text(json.dumps(requested), encoding="utf-8")
-    result = subprocess.run([stock_runtime, os.path.join(ROOT, "training", "reloaded_export.py"), version,
-                             str(request_path), str(result_path)], capture_output=True, text=True, timeout=1800)
-    assert result.returncode == 0, result.stderr[-4000:]
-    outputs = json.loads(result_path.read_text(encoding="utf-8"))
-    import numpy as np
-
-    for loader in ("saved_model_load", "session_loader"):
+    outputs = reloaded_in_stock_runtime(stock_runtime, version, signatures, tmp_path)
+    for loader in LOADERS:
         got = outputs[loader]
         assert got["n_best"]["translations"] == expected["n_best"]["translations"], loader
         assert got["sample"]["translation"] == expected["sample"]["translation"], loader

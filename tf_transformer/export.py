@@ -418,7 +418,7 @@ def export(
 
 
 WARMUP_FILE = "tf_serving_warmup_requests"
-XLA_WARMUP_LARGEST_BATCH = 128  # the largest of training.serving_config's allowed batch sizes by default
+XLA_WARMUP_LARGEST_BATCH = 128  # also training.serving_config's default largest batch, which reads it from here
 _DEFAULT_WARMUP_TEXTS = ["", "a", "Hello.", "25 septembre 2009", "A longer request of several words, with punctuation."]
 
 

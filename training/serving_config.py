@@ -232,13 +232,18 @@ def main(argv=None):
     parser.add_argument("--base-path-prefix", default=None,
                         help="base paths as the server sees them, e.g. /models when saved_models/ is mounted there "
                         "(default: the absolute paths here)")
-    parser.add_argument("--largest-batch", type=int, default=128, help="largest batch size measured")
+    parser.add_argument("--largest-batch", type=int, default=None,
+                        help="largest batch size measured (default: export.XLA_WARMUP_LARGEST_BATCH, the largest batch "
+                             "an XLA export's warm-up records compile)")
     parser.add_argument("--min-seconds", type=float, default=1.0, help="time spent measuring each batch size")
     args = parser.parse_args(argv)
 
     from google.protobuf import text_format
 
-    from tf_transformer.export import latest_version, non_core_ops
+    from tf_transformer.export import XLA_WARMUP_LARGEST_BATCH, graph_ops, latest_version, non_core_ops
+    from training.list_ops import read_stock_ops
+
+    args.largest_batch = args.largest_batch or XLA_WARMUP_LARGEST_BATCH
 
     output_dir = args.output_dir or os.path.dirname(os.path.abspath(os.path.normpath(args.exports[0])))
     paths = []
@@ -249,9 +254,14 @@ def main(argv=None):
             raise SystemExit(str(error)) from None
         # Before any measurement: once tensorflow-text is loaded its ops count as registered.
         custom = non_core_ops(paths[-1])["custom"]
-        if custom:
-            print(f"Note: {paths[-1]} uses ops the stock tensorflow_model_server lacks ({', '.join(custom)}, "
-                  "from tensorflow-text); serve it with a server built with them (TF Serving's custom-op guide).")
+        outside = sorted(graph_ops(paths[-1]) - read_stock_ops())
+        if outside:
+            print(f"Note: {paths[-1]} uses ops stock TF Serving 2.20 lacks ({', '.join(outside)}); serve it with a "
+                  "server built with them (TF Serving's custom-op guide).")
+        elif custom:
+            print(f"Note: {paths[-1]} uses tensorflow-text's ops ({', '.join(custom)}), which the stock "
+                  "tensorflow_model_server links (training.list_ops checks); Python clients import tensorflow_text "
+                  "before loading it.")
     compiled = [path for path in paths if compiled_with_xla(path)]
     if compiled:
         print(f"Note: {', '.join(compiled)} decode(s) with XLA (training.train --export-xla); the command below "

@@ -57,8 +57,7 @@ def test_cli_writes_both_files_for_two_exports(cli_dates_export, cli_tsv_export,
     assert batching.num_batch_threads.value >= 1 and batching.batch_timeout_micros.value > 0
     assert batching.max_enqueued_batches.value >= batching.num_batch_threads.value
     # Only the SentencePiece export uses tensorflow-text's ops (the stock server links them), and only it
-    # decodes with XLA
-    # (--export-xla), which TF Serving on CPU runs only when told: the user is told both.
+    # decodes with XLA (--export-xla), which TF Serving on CPU runs only when told: the user is told both.
     notes = [line for line in result.stdout.splitlines() if line.startswith("Note:")]
     assert len(notes) == 2 and all("fr-en" in note and "dates" not in note for note in notes)
     assert "Sentencepiece" in notes[0] and "XLA" in notes[1]

@@ -324,3 +324,34 @@ def test_decoding_option_signatures_agree_in_process_and_under_both_loaders(char
             loaded(**{**good, name: tf.constant(value)})
     with pytest.raises(tf.errors.InvalidArgumentError, match="translation"):
         tf.saved_model.load(path).signatures[export.SCORE_KEY](text=tf.constant(["a", "b"]), translation=tf.constant(["1"]))
+
+
+def test_n_best_signature_equals_an_exhaustive_search_once_reloaded(tmp_path):
+    """A 6-id target vocabulary, outputs of at most 3 ids and a beam of 100: the exported beam keeps every
+    output, so the reloaded `n_best` (both loaders) must list the exhaustive search's best, in order, with its scores."""
+    from test_decoding_options import all_outputs, teacher_forced
+    from training import evaluate
+
+    keras.utils.set_random_seed(7)
+    source_tokenizer, target_tokenizer = CharacterTokenizer.train(TEXTS), CharacterTokenizer.train(["ab"])
+    assert target_tokenizer.vocab_size == 6
+    model = build_transformer(TransformerConfig.preset(
+        "tiny", source_vocab_size=source_tokenizer.vocab_size, target_vocab_size=6, max_length=32))
+    translator = export.Translator(model, source_tokenizer, target_tokenizer, max_output_length=4, beam_size=100)
+    path = export.export(model, source_tokenizer, target_tokenizer, str(tmp_path / "tiny"), translator=translator)
+    texts = TEXTS[:3]
+    request = {export.N_BEST_KEY: {"text": texts}}
+    result = evaluate.translate_reloaded(path, {"saved_model_load": request, "session_loader": request})
+    candidates = all_outputs(6, 4)  # every output: 85
+    source = source_tokenizer.tokenize(tf.constant(texts)).to_tensor().numpy()
+    lengths = (candidates[:, 1:] != 0).sum(1)
+    strings = [t.decode() for t in target_tokenizer.detokenize(candidates).numpy()]
+    for loader in ("saved_model_load", "session_loader"):
+        n_best = result[loader][export.N_BEST_KEY]
+        for row in range(len(texts)):
+            sums, _ = teacher_forced(model, np.repeat(source[row: row + 1], len(candidates), 0), candidates)
+            penalised = sums / ((5 + lengths) / 6) ** 0.6
+            order = np.argsort(-penalised, kind="stable")[:10]
+            assert np.all(np.diff(penalised[order]) < -1e-5)  # no near-ties among the 10 best
+            assert n_best["translations"][row][:10] == [strings[i] for i in order], (loader, row)
+            np.testing.assert_allclose(n_best["scores"][row][:10], penalised[order], atol=1e-4)

@@ -143,10 +143,10 @@ def fit(model, strategy, make_dataset, *, epochs, steps_per_epoch, validation_st
         work_dir: checkpoints in `work_dir/checkpoints`, scalars in
             `work_dir/logs` (the chief's; other workers write twins and
             delete them).
-        callbacks: Keras callbacks run at each epoch's end before the
-            best epoch is chosen (e.g. `callbacks.HeldOutTranslation`, which
-            adds its score to the logs); the same on every worker, so they
-            must not run collectives.
+        callbacks: Keras callbacks whose `on_epoch_end` adds scores to the
+            epoch's logs before the best epoch is chosen (e.g.
+            `callbacks.HeldOutTranslation`); they run on every worker, so
+            they must not run collectives.
         monitor, mode: the log that chooses the best epoch ("min" or "max").
         average_last: K > 1 sets the weights to the mean of the last K
             epochs' at the end, as `fit`'s path does (each worker averages
@@ -219,8 +219,13 @@ def fit(model, strategy, make_dataset, *, epochs, steps_per_epoch, validation_st
     # The TensorBoard logs come from Keras's own callback, as under `fit` (train/ and validation/ runs).
     # Checkpoints, the best weights and early stopping stay in this loop: their state must be
     # in the checkpoint (Keras's callbacks keep it in Python) and written by every worker.
+    # Called directly, not through a CallbackList, which hands each callback a copy of the logs: the scores
+    # they add must reach the loop's logs.
+    score_callbacks = list(callbacks)
+    for callback in score_callbacks:
+        callback.set_model(model)
     callbacks = keras.callbacks.CallbackList(
-        [*callbacks, keras.callbacks.TensorBoard(write_path(os.path.join(work_dir, "logs"), strategy))], model=model
+        [keras.callbacks.TensorBoard(write_path(os.path.join(work_dir, "logs"), strategy))], model=model
     )
     # Each worker's own copies of the last epochs, for averaging: kept like the checkpoints, so that a job
     # resumed for more epochs averages the same epochs on every worker.
@@ -249,7 +254,9 @@ def fit(model, strategy, make_dataset, *, epochs, steps_per_epoch, validation_st
         for _ in range(validation_steps):
             totals += [float(v) for v in validation_step(next(validation_iterator))]
         logs.update(val_loss=totals[0] / validation_steps, val_masked_accuracy=totals[1] / max(totals[2], 1.0))
-        callbacks.on_epoch_end(index, logs)  # the callbacks add their scores to `logs`
+        for callback in score_callbacks:
+            callback.on_epoch_end(index, logs)  # adds its scores to `logs`
+        callbacks.on_epoch_end(index, logs)
         progress.update(steps_per_epoch - start, list(logs.items()), finalize=True)
         for key, value in logs.items():
             history.setdefault(key, []).append(value)

@@ -239,6 +239,5 @@ def test_translate_cli_n_best_sample_and_score(cli_dates_export, tmp_path):
         assert int(tokens) == len(translation) + 1  # one token a character, and the end token
         if translation:
             assert abs(float(score) - float(forced)) < 2e-3, (translation, score, forced)
-    assert any(translation for _, translation in sampled)
     bad = run_module("training.translate", "--model", export_dir, "--sample", "--top-p", "0", "a", timeout=600)
     assert bad.returncode != 0 and "--top-p" in bad.stderr

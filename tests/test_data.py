@@ -474,3 +474,21 @@ class WordsTokenizer:
     def tokenize(self, strings):
         words = tf.strings.split(strings)
         return tf.ragged.map_flat_values(lambda w: tf.fill(tf.shape(w), 5), words)
+
+
+def test_sampled_segmentations_change_from_pass_to_pass_and_keep_the_text():
+    """In-memory pairs tokenised anew each pass by a sampling tokenizer: other pieces, the same sentences."""
+    pairs = [line.rstrip("\n").split("\t") for line in open("../shared/data/tatoeba-eng-fra.tsv", encoding="utf-8")]
+    english, french = [p[0] for p in pairs[:2000]], [p[1] for p in pairs[:2000]]
+    tokenizer = SentencePieceTokenizer.train(french + english, vocab_size=600)
+    sampled = tokenizer.sampled(8, 0.1)
+    sources, targets = french[:64], english[:64]
+    rows = pipeline.examples_in_memory_text(sources, targets, sampled, sampled, max_length=48, seed=0)
+    first, second = ([r for r in rows.skip(64 * k).take(64).as_numpy_iterator()] for k in (0, 1))
+    texts = lambda batch: sorted(tokenizer.detokenize(tf.ragged.constant([s[s != 0] for s, _ in batch])).numpy().tolist())  # noqa: E731
+    normalized = sorted(tokenizer.detokenize(tokenizer.tokenize(tf.constant(sources))).numpy().tolist())  # NFKC
+    assert texts(first) == texts(second) == normalized  # each pass: every pair once, the same text
+    pieces = lambda batch: {tuple(s[s != 0]) for s, _ in batch}  # noqa: E731
+    assert pieces(first) != pieces(second)  # segmentations sampled anew
+    best = {tuple(ids) for ids in tokenizer.tokenize(tf.constant(sources)).to_list()}
+    assert pieces(first) != best

@@ -80,6 +80,8 @@ def _forbid(log_probs, tokens, index, end_id, min_length, no_repeat_ngram_size):
     generated; every token that would complete an n-gram of
     `no_repeat_ngram_size` ids already in `tokens`.
     """
+    if not (min_length and end_id is not None) and not no_repeat_ngram_size:
+        return log_probs  # nothing to forbid: no op added
     vocab_size = ops.shape(log_probs)[-1]
     if min_length and end_id is not None:
         too_short = ops.logical_and(ops.equal(ops.arange(vocab_size), end_id), index < min_length)
@@ -106,39 +108,45 @@ def _forbid(log_probs, tokens, index, end_id, min_length, no_repeat_ngram_size):
 
 
 def _sequence_search(model, encoder_tokens, start_id, end_id, max_length, choose, min_length=0,
-                     no_repeat_ngram_size=0, use_cache=True):
-    """One output per example, each token chosen by `choose(log_probs [B, V], index)`; returns `(tokens, scores)`.
+                     no_repeat_ngram_size=0, use_cache=True, return_scores=False, normalize=True):
+    """One output per example, each token chosen by `choose(values [B, V], index)`: greedy's and sampling's loop.
 
-    `scores` `[B]` float32: the sum of the model's log-probabilities of the
-    generated ids (end id included).
+    `values` are the log-probabilities when `normalize` or `return_scores`,
+    else the logits (greedy's argmax needs no softmax); forbidden tokens
+    (`_forbid`) are set very low. Returns the ids `[B, L]`, and with
+    `return_scores` `(ids, scores)`: scores float32 `[B]`, the sum of the
+    model's log-probabilities of the generated ids (end id included).
     """
     _check_controls(min_length, no_repeat_ngram_size, max_length)
+    normalize = normalize or return_scores
     context, context_padding_mask = _prepare(model, encoder_tokens, max_length)
     batch_size = ops.shape(context)[0]
     tokens = ops.zeros((batch_size, max_length), "int32")
     tokens = write_at_index(tokens, ops.full((batch_size, 1), start_id, "int32"), 0, axis=-1)
     finished = ops.zeros((batch_size,), "bool")
-    scores = ops.zeros((batch_size,), "float32")
     cache = model.initial_cache(context, max_length) if use_cache else ()
+    # The scores ride in the loop only when asked for: greedy's serving path stays as lean as it was.
+    scores = (ops.zeros((batch_size,), "float32"),) if return_scores else ()
 
-    def cond(index, tokens, finished, scores, cache):
+    def cond(index, tokens, finished, cache, *scores):
         return ops.logical_and(index < max_length - 1, ops.logical_not(ops.all(finished)))
 
-    def body(index, tokens, finished, scores, cache):
+    def body(index, tokens, finished, cache, *scores):
         logits, cache = _next_token_logits(model, tokens, index, cache, context, context_padding_mask, use_cache)
-        log_probs = ops.log_softmax(logits, axis=-1)
-        next_token = choose(_forbid(log_probs, tokens, index, end_id, min_length, no_repeat_ngram_size), index)
-        chosen = ops.take_along_axis(log_probs, next_token[:, None], axis=1)[:, 0]
-        scores = scores + ops.where(finished, 0.0, chosen)
+        values = ops.log_softmax(logits, axis=-1) if normalize else logits
+        next_token = choose(_forbid(values, tokens, index, end_id, min_length, no_repeat_ngram_size), index)
+        if return_scores:
+            chosen = ops.take_along_axis(values, next_token[:, None], axis=1)[:, 0]
+            scores = (scores[0] + ops.where(finished, 0.0, chosen),)
         next_token = ops.where(finished, PAD, next_token)
         if end_id is not None:
             finished = ops.logical_or(finished, ops.equal(next_token, end_id))
-        return index + 1, write_at_index(tokens, next_token[:, None], index + 1, axis=-1), finished, scores, cache
+        return (index + 1, write_at_index(tokens, next_token[:, None], index + 1, axis=-1), finished, cache, *scores)
 
-    _, tokens, _, scores, _ = ops.while_loop(
-        cond, body, (ops.convert_to_tensor(0, "int32"), tokens, finished, scores, cache)
+    _, tokens, _, _, *scores = ops.while_loop(
+        cond, body, (ops.convert_to_tensor(0, "int32"), tokens, finished, cache, *scores)
     )
-    return tokens, scores
+    return (tokens, scores[0]) if return_scores else tokens
 
 
 def greedy_search(model, encoder_tokens, start_id, end_id, max_length, use_cache=True, return_scores=False,
@@ -173,38 +181,9 @@ def greedy_search(model, encoder_tokens, start_id, end_id, max_length, use_cache
     >>> bool(ids.shape[1] <= 8 and ids[0, 0] == 1)  # starts with start_id; untrained, so any ids follow
     True
     """
-    if not return_scores and not min_length and not no_repeat_ngram_size:
-        return _greedy_ids(model, encoder_tokens, start_id, end_id, max_length, use_cache)
-    tokens, scores = _sequence_search(model, encoder_tokens, start_id, end_id, max_length,
-                                      lambda log_probs, index: argmax(log_probs), min_length, no_repeat_ngram_size,
-                                      use_cache)
-    return (tokens, scores) if return_scores else tokens
-
-
-def _greedy_ids(model, encoder_tokens, start_id, end_id, max_length, use_cache):
-    """Greedy search's ids alone: no softmax, no scores (the serving signature's path, kept as lean as it was)."""
-    context, context_padding_mask = _prepare(model, encoder_tokens, max_length)
-    batch_size = ops.shape(context)[0]
-    tokens = ops.zeros((batch_size, max_length), "int32")
-    tokens = write_at_index(tokens, ops.full((batch_size, 1), start_id, "int32"), 0, axis=-1)
-    finished = ops.zeros((batch_size,), "bool")
-    cache = model.initial_cache(context, max_length) if use_cache else ()
-
-    def cond(index, tokens, finished, cache):
-        return ops.logical_and(index < max_length - 1, ops.logical_not(ops.all(finished)))
-
-    def body(index, tokens, finished, cache):
-        logits, cache = _next_token_logits(model, tokens, index, cache, context, context_padding_mask, use_cache)
-        next_token = argmax(logits)  # no softmax needed for the argmax
-        next_token = ops.where(finished, PAD, next_token)
-        if end_id is not None:
-            finished = ops.logical_or(finished, ops.equal(next_token, end_id))
-        return index + 1, write_at_index(tokens, next_token[:, None], index + 1, axis=-1), finished, cache
-
-    _, tokens, _, _ = ops.while_loop(
-        cond, body, (ops.convert_to_tensor(0, "int32"), tokens, finished, cache)
-    )
-    return tokens
+    return _sequence_search(model, encoder_tokens, start_id, end_id, max_length,
+                            lambda values, index: argmax(values),  # the logits' argmax: no softmax needed
+                            min_length, no_repeat_ngram_size, use_cache, return_scores, normalize=False)
 
 
 def sample(model, encoder_tokens, start_id, end_id, max_length, temperature=1.0, top_k=0, top_p=1.0, seed=0,
@@ -272,9 +251,8 @@ def sample(model, encoder_tokens, start_id, end_id, max_length, temperature=1.0,
         gumbel = -ops.log(-ops.log(uniform))
         return argmax(ops.where(scaled >= threshold, scaled + gumbel, 2 * _NEG_INF))
 
-    tokens, scores = _sequence_search(model, encoder_tokens, start_id, end_id, max_length, choose, min_length,
-                                      no_repeat_ngram_size)
-    return (tokens, scores) if return_scores else tokens
+    return _sequence_search(model, encoder_tokens, start_id, end_id, max_length, choose, min_length,
+                            no_repeat_ngram_size, return_scores=return_scores)
 
 
 def score(model, encoder_tokens, decoder_tokens):

@@ -133,8 +133,7 @@ class Translator(tf.Module):
         translation = self.target_tokenizer.detokenize(ids)
         if self.postprocess is not None:
             translation = self.postprocess(text, translation)
-        blank = tf.equal(tf.strings.length(tf.strings.strip(text)), 0)
-        return {"translation": tf.where(blank, tf.constant(""), translation)}
+        return {"translation": tf.where(_blank(text), tf.constant(""), translation)}
 
     def _n_best(self, text):
         source_ids = self._encode(text)
@@ -143,8 +142,8 @@ class Translator(tf.Module):
         rows, n = tf.shape(ids)[0], self.beam_size
         flat_text = tf.reshape(tf.repeat(text[:, None], n, axis=1), [-1])
         translations = self._decode(flat_text, tf.reshape(ids, [rows * n, -1]))["translation"]
-        blank = tf.equal(tf.strings.length(tf.strings.strip(text)), 0)[:, None]
-        return {"translations": tf.reshape(translations, [rows, n]), "scores": tf.where(blank, 0.0, scores)}
+        return {"translations": tf.reshape(translations, [rows, n]),
+                "scores": tf.where(_blank(text)[:, None], 0.0, scores)}
 
     def _sample(self, text, temperature, top_k, top_p, seed):
         rows = tf.shape(text)[0]
@@ -160,8 +159,7 @@ class Translator(tf.Module):
             source_ids = self._encode(text)
         ids, scores = decoding.sample(self.model, source_ids, START, END, self.max_output_length, temperature=temperature,
                                       top_k=top_k, top_p=top_p, seed=seed, return_scores=True)
-        blank = tf.equal(tf.strings.length(tf.strings.strip(text)), 0)
-        return {"translation": self._decode(text, ids)["translation"], "score": tf.where(blank, 0.0, scores)}
+        return {"translation": self._decode(text, ids)["translation"], "score": tf.where(_blank(text), 0.0, scores)}
 
     def _score(self, text, translation):
         with tf.control_dependencies([tf.debugging.assert_equal(
@@ -197,6 +195,11 @@ class Translator(tf.Module):
         # than a batch of two (measured in benchmarks/README.md, "Serving").
         rows = tf.shape(source_ids)[0]
         return search(tf.gather(source_ids, tf.range(compiled_rows(rows)) % tf.maximum(rows, 1)))[:rows]
+
+
+def _blank(text):
+    """Whether each text is empty or whitespace: it translates to "" (and scores 0)."""
+    return tf.equal(tf.strings.length(tf.strings.strip(text)), 0)
 
 
 SOURCE_MULTIPLE = 8  # under XLA, source ids are padded to a multiple of this many tokens

@@ -100,6 +100,16 @@ def _mix(h):
     return ops.bitwise_xor(h, ops.right_shift(h, np.uint32(16)))
 
 
+def _key(seed, count):
+    """A uint32 key of a seed and a draw count, each element apart."""
+    return _mix(ops.add(_mix(seed), ops.multiply(count, _GOLDEN)))
+
+
+def _keyed_bits(index, key):
+    """Uniform uint32 bits of uint32 `index` under `key` (broadcast together)."""
+    return _mix(ops.add(_mix(ops.bitwise_xor(index, key)), key))
+
+
 def random_bits(shape, seed):
     """Uniform uint32 bits of `shape`: a keyed hash of each element's index.
 
@@ -110,12 +120,12 @@ def random_bits(shape, seed):
     between neighbours and between draws). Not for cryptography.
     """
     seed = ops.cast(seed, "uint32")
-    key = _mix(ops.add(_mix(seed[0]), ops.multiply(seed[1], _GOLDEN)))
+    key = _key(seed[0], seed[1])
     size = 1
     for dim in shape:  # ints, or scalar tensors for dimensions known only at run time
         size = size * dim
     index = ops.cast(ops.reshape(ops.arange(size, dtype="int32"), shape), "uint32")
-    return _mix(ops.add(_mix(ops.bitwise_xor(index, key)), key))
+    return _keyed_bits(index, key)
 
 
 def hash_uniform(seed, step, size):
@@ -129,11 +139,8 @@ def hash_uniform(seed, step, size):
     >>> bool(np.all(u[0] == u[1]) and np.any(u[0] != u[2]) and 0 < u.min() and u.max() < 1)
     True
     """
-    seed = ops.cast(seed, "uint32")
-    step = ops.cast(step, "uint32")
-    key = _mix(ops.add(_mix(seed), ops.multiply(ops.add(step, np.uint32(1)), _GOLDEN)))[:, None]  # [B, 1]
-    column = ops.cast(ops.arange(size, dtype="int32"), "uint32")[None, :]
-    bits = _mix(ops.add(_mix(ops.bitwise_xor(column, key)), key))
+    key = _key(ops.cast(seed, "uint32"), ops.add(ops.cast(step, "uint32"), np.uint32(1)))[:, None]  # [B, 1]
+    bits = _keyed_bits(ops.cast(ops.arange(size, dtype="int32"), "uint32")[None, :], key)
     # The top 24 bits, centred in their interval: exact in float32, never 0 or 1.
     return (ops.cast(ops.right_shift(bits, np.uint32(8)), "float32") + 0.5) / float(2**24)
 

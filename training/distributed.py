@@ -231,6 +231,9 @@ def fit(model, strategy, make_dataset, *, epochs, steps_per_epoch, validation_st
     # resumed for more epochs averages the same epochs on every worker.
     task_type, task_id = task_of(strategy)
     epochs_dir = os.path.join(work_dir, "epochs" if is_chief(strategy) else f"epochs-{task_type}-{task_id}")
+
+    def epoch_path(number):
+        return os.path.join(epochs_dir, f"epoch-{number:04d}.weights.h5")
     callbacks.on_train_begin()
     history = {"loss": [], "masked_accuracy": [], "val_loss": [], "val_masked_accuracy": []}
 
@@ -264,10 +267,10 @@ def fit(model, strategy, make_dataset, *, epochs, steps_per_epoch, validation_st
             raise KeyError(f"The best epoch is chosen by {monitor!r}, which the epoch's logs lack: {sorted(logs)}")
         if average_last > 1:
             os.makedirs(epochs_dir, exist_ok=True)
-            model.save_weights(os.path.join(epochs_dir, f"epoch-{index + 1:04d}.weights.h5"))
+            model.save_weights(epoch_path(index + 1))
             for old in range(1, index + 2 - average_last):
                 with contextlib.suppress(FileNotFoundError):
-                    os.remove(os.path.join(epochs_dir, f"epoch-{old:04d}.weights.h5"))
+                    os.remove(epoch_path(old))
 
         improved = sign * logs[monitor] < float(best.numpy())
         if improved:
@@ -298,10 +301,9 @@ def fit(model, strategy, make_dataset, *, epochs, steps_per_epoch, validation_st
         from training.callbacks import average_weights
 
         last = int(epoch.numpy())
-        averaged = [n for n in range(max(1, last - average_last + 1), last + 1)
-                    if os.path.exists(os.path.join(epochs_dir, f"epoch-{n:04d}.weights.h5"))]
+        averaged = [n for n in range(max(1, last - average_last + 1), last + 1) if os.path.exists(epoch_path(n))]
         if len(averaged) > 1:
-            average_weights(model, [os.path.join(epochs_dir, f"epoch-{n:04d}.weights.h5") for n in averaged])
+            average_weights(model, [epoch_path(n) for n in averaged])
         else:
             averaged = []
     remove_temporary(os.path.join(work_dir, "logs"), strategy)

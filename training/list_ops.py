@@ -58,6 +58,13 @@ def read_stock_ops(path=STOCK_OPS):
         return {line.strip() for line in file if line.strip() and not line.startswith("#")}
 
 
+def outside_stock_ops(saved_model_dir):
+    """The export's ops that stock TF Serving 2.20's runtime does not register (`STOCK_OPS`), sorted."""
+    from tf_transformer.export import graph_ops
+
+    return sorted(graph_ops(saved_model_dir) - read_stock_ops())
+
+
 def write_stock_ops(python, path=STOCK_OPS):
     found = registered_ops(python)
     with open(path, "w", encoding="utf-8") as file:
@@ -81,11 +88,11 @@ def main(argv=None):
         return 0
     if not args.model:
         parser.error("the export directory is required")
-    from tf_transformer.export import graph_ops, latest_version, non_core_ops
+    from tf_transformer.export import latest_version, non_core_ops
 
     path = latest_version(args.model)
     found = non_core_ops(path)
-    outside = sorted(graph_ops(path) - read_stock_ops())
+    outside = outside_stock_ops(path)
     print(json.dumps({"saved_model": path, **found, "outside_stock_tf_serving_2.20": outside,
                       "runs_on_stock_tf_serving_2.20": not outside and not found["xla"]}, indent=2))
     return 1 if outside or found["xla"] else 0

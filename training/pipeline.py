@@ -101,6 +101,12 @@ def _tokenize(sources, targets, source_tokenizer, target_tokenizer, max_length):
     return source_ids, target_ids, keep
 
 
+def _tokenized_rows(sources, targets, source_tokenizer, target_tokenizer, max_length):
+    """`_padded` rows of the pairs that fit `max_length`, tokenised in the graph."""
+    source_ids, target_ids, keep = _tokenize(sources, targets, source_tokenizer, target_tokenizer, max_length)
+    return _padded(tf.ragged.boolean_mask(source_ids, keep), tf.ragged.boolean_mask(target_ids, keep), max_length)
+
+
 def _padded(source_ids, target_ids, max_length):
     """Ragged ids as zero-padded rows of `max_length` (source) and `max_length + 1` (target) ids.
 
@@ -127,8 +133,7 @@ def examples_in_memory_text(sources, targets, source_tokenizer, target_tokenizer
     segmentations): the ids cannot be computed once.
     """
     def tokenize(sources, targets):
-        source_ids, target_ids, keep = _tokenize(sources, targets, source_tokenizer, target_tokenizer, max_length)
-        return _padded(tf.ragged.boolean_mask(source_ids, keep), tf.ragged.boolean_mask(target_ids, keep), max_length)
+        return _tokenized_rows(sources, targets, source_tokenizer, target_tokenizer, max_length)
 
     dataset = tf.data.Dataset.from_tensor_slices((list(sources), list(targets)))
     dataset = dataset.shuffle(len(sources), seed=seed, reshuffle_each_iteration=True).repeat()
@@ -189,9 +194,8 @@ def examples_from_files(files, source_tokenizer, target_tokenizer, max_length, r
             ok &= bucket >= tsv.TEST_BUCKETS
         if "validation" in carved:
             ok &= (bucket < tsv.TEST_BUCKETS) | (bucket >= tsv.HELD_OUT_BUCKETS)
-        sources, targets = tf.boolean_mask(sources, ok), tf.boolean_mask(targets, ok)
-        source_ids, target_ids, keep = _tokenize(sources, targets, source_tokenizer, target_tokenizer, max_length)
-        return _padded(tf.ragged.boolean_mask(source_ids, keep), tf.ragged.boolean_mask(target_ids, keep), max_length)
+        return _tokenized_rows(tf.boolean_mask(sources, ok), tf.boolean_mask(targets, ok), source_tokenizer,
+                               target_tokenizer, max_length)
 
     return lines.batch(chunk).map(tokenize, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).unbatch()
 

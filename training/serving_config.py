@@ -240,8 +240,8 @@ def main(argv=None):
 
     from google.protobuf import text_format
 
-    from tf_transformer.export import XLA_WARMUP_LARGEST_BATCH, graph_ops, latest_version, non_core_ops
-    from training.list_ops import read_stock_ops
+    from tf_transformer.export import XLA_WARMUP_LARGEST_BATCH, latest_version, non_core_ops
+    from training.list_ops import outside_stock_ops
 
     args.largest_batch = args.largest_batch or XLA_WARMUP_LARGEST_BATCH
 
@@ -254,7 +254,7 @@ def main(argv=None):
             raise SystemExit(str(error)) from None
         # Before any measurement: once tensorflow-text is loaded its ops count as registered.
         custom = non_core_ops(paths[-1])["custom"]
-        outside = sorted(graph_ops(paths[-1]) - read_stock_ops())
+        outside = outside_stock_ops(paths[-1])
         if outside:
             print(f"Note: {paths[-1]} uses ops stock TF Serving 2.20 lacks ({', '.join(outside)}); serve it with a "
                   "server built with them (TF Serving's custom-op guide).")

@@ -126,18 +126,82 @@ def examples_in_memory(source_ids, target_ids, max_length, seed=0, repeat=True):
     return dataset.shuffle(int(source_ids.nrows()), seed=seed, reshuffle_each_iteration=True).repeat()
 
 
-def examples_in_memory_text(sources, targets, source_tokenizer, target_tokenizer, max_length, seed=0, chunk=256):
+def examples_in_memory_text(sources, targets, source_tokenizer, target_tokenizer, max_length, seed=0, chunk=256,
+                            names=(), name_swap=0.0):
     """`examples_in_memory`'s endless reshuffled rows from the pairs' text, tokenised anew every pass.
 
-    For tokenizers whose pieces change from call to call (sampled subword
-    segmentations): the ids cannot be computed once.
+    For what changes from pass to pass: tokenizers whose pieces change from
+    call to call (sampled subword segmentations), and `swap_names`.
     """
     def tokenize(sources, targets):
+        sources, targets = swap_names(sources, targets, names, name_swap)
         return _tokenized_rows(sources, targets, source_tokenizer, target_tokenizer, max_length)
 
     dataset = tf.data.Dataset.from_tensor_slices((list(sources), list(targets)))
     dataset = dataset.shuffle(len(sources), seed=seed, reshuffle_each_iteration=True).repeat()
     return dataset.batch(chunk).map(tokenize, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).unbatch()
+
+
+# A name: a capitalised word of three or more letters (RE2's \b is ASCII, as is this class).
+_NAME = r"\b[A-Z][a-z]{2,}\b"
+_CONSONANTS, _VOWELS = "bcdfghjklmnprstvz", "aeiou"
+
+
+def copied_names(sources, targets, min_pairs):
+    """The names a corpus copies from source to target: capitalised words found in both sides of `min_pairs` or more pairs.
+
+    Most common first. On Anki these are Tom, Mary, Boston, Tokyo,
+    New York, John, Paris, …: the words a model learns to copy only as
+    themselves (`swap_names`).
+    """
+    import collections
+    import re
+
+    name = re.compile(_NAME)
+    counts = collections.Counter()
+    for source, target in zip(sources, targets):
+        counts.update(set(name.findall(source)) & set(name.findall(target)))
+    return [word for word, count in counts.most_common() if count >= min_pairs]
+
+
+def _pseudo_name(seed):
+    """A random pronounceable name: 1–3 consonant–vowel syllables, then a consonant (always after one syllable)."""
+    letters = tf.random.stateless_uniform([7], seed, maxval=len(_CONSONANTS) * len(_VOWELS), dtype=tf.int32)
+    consonants = tf.gather(tf.constant(list(_CONSONANTS)), letters[:4] % len(_CONSONANTS))
+    vowels = tf.gather(tf.constant(list(_VOWELS)), letters[:3] % len(_VOWELS))
+    syllables = 1 + letters[4] % 3
+    name = tf.strings.reduce_join(tf.strings.join([consonants[:syllables], vowels[:syllables]]))
+    final = (letters[5] % 2 == 0) | (syllables == 1)  # three letters at least: "Do" or "To" would read as words
+    name = tf.strings.join([name, tf.where(final, consonants[3], "")])
+    return tf.strings.join([tf.strings.upper(tf.strings.substr(name, 0, 1)), tf.strings.substr(name, 1, -1)])
+
+
+@tf.autograph.experimental.do_not_convert  # Python loops over the names: one regex op per name and group
+def swap_names(sources, targets, names, probability, groups=4):
+    """Each pair, with `probability`, has every one of `names` replaced by a random pseudo-name, the same on both sides.
+
+    Teaches the model to copy a name it never saw (a corpus like Anki
+    writes almost every person "Tom" or "Mary", so a model trained on it
+    translates an unknown name's first piece as a word: "Jane visite…" →
+    "I visit…"). Pseudo-names are random syllables, not drawn from any
+    list of real names. The draws are keyed by the batch's text, so a run
+    resumed mid-epoch gets the same names again; the chosen pairs of a
+    batch are split in `groups`, each with its own pseudo-names.
+    """
+    if not names or probability <= 0:
+        return sources, targets
+    key = tf.strings.to_hash_bucket_fast(tf.strings.reduce_join(sources[:8], separator="\n"), 2**62)
+    seed = tf.stack([key, tf.constant(0, tf.int64)])
+    draw = tf.random.stateless_uniform([tf.shape(sources)[0]], seed)
+    group = tf.cast(draw * groups / probability, tf.int32)  # pairs drawn below `probability`: groups 0..groups-1
+    for index, name in enumerate(names):
+        pattern = r"\b" + name + r"\b"
+        for g in range(groups):
+            pseudo = _pseudo_name(seed + tf.constant([0, 1 + index * groups + g], tf.int64))
+            chosen = tf.equal(group, g)
+            sources = tf.where(chosen, tf.strings.regex_replace(sources, pattern, pseudo), sources)
+            targets = tf.where(chosen, tf.strings.regex_replace(targets, pattern, pseudo), targets)
+    return sources, targets
 
 
 def parse_lines(lines, reverse=False):
@@ -152,7 +216,8 @@ def parse_lines(lines, reverse=False):
 
 
 def examples_from_files(files, source_tokenizer, target_tokenizer, max_length, reverse=False, seed=0,
-                        skip_lines=0, input_context=None, carved=("validation", "test"), cycle_length=8, chunk=256):
+                        skip_lines=0, input_context=None, carved=("validation", "test"), cycle_length=8, chunk=256,
+                        names=(), name_swap=0.0):
     """`(source, target)` padded rows (`_padded`) streamed from shard files, endless; the held-out buckets left out.
 
     Each pass visits the files in a new seeded order, `cycle_length` of
@@ -160,21 +225,22 @@ def examples_from_files(files, source_tokenizer, target_tokenizer, max_length, r
     parsed and tokenised `chunk` at a time in parallel maps; malformed
     lines (counted by `tsv.scan`), the sentences of the held-out splits
     `carved` from the corpus (`tsv`'s hash rule) and pairs longer than
-    `max_length` are left out. `skip_lines` raw lines
+    `max_length` are left out; `swap_names(names, name_swap)` then rewrites
+    some of the pairs left. `skip_lines` raw lines
     are skipped first (cheap: before parsing). With a
     `tf.distribute.InputContext`, each input pipeline reads its share: whole
     files when there are at least as many files as pipelines, else every
     n-th line.
     """
     files = list(files)
-    names = tf.data.Dataset.from_tensor_slices(files)
+    shards = tf.data.Dataset.from_tensor_slices(files)
     by_line = False
     if input_context is not None and input_context.num_input_pipelines > 1:
         if len(files) >= input_context.num_input_pipelines:
-            names = names.shard(input_context.num_input_pipelines, input_context.input_pipeline_id)
+            shards = shards.shard(input_context.num_input_pipelines, input_context.input_pipeline_id)
         else:
             by_line = True
-    names = names.shuffle(len(files), seed=seed, reshuffle_each_iteration=True).repeat()
+    shards = shards.shuffle(len(files), seed=seed, reshuffle_each_iteration=True).repeat()
 
     def read(name):
         compression = tf.where(tf.strings.regex_full_match(name, r".*\.gz"), "GZIP", "")
@@ -183,7 +249,7 @@ def examples_from_files(files, source_tokenizer, target_tokenizer, max_length, r
             lines = lines.shard(input_context.num_input_pipelines, input_context.input_pipeline_id)
         return lines
 
-    lines = names.interleave(read, cycle_length=min(cycle_length, len(files)), block_length=16,
+    lines = shards.interleave(read, cycle_length=min(cycle_length, len(files)), block_length=16,
                              num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     lines = lines.skip(skip_lines)
 
@@ -194,8 +260,8 @@ def examples_from_files(files, source_tokenizer, target_tokenizer, max_length, r
             ok &= bucket >= tsv.TEST_BUCKETS
         if "validation" in carved:
             ok &= (bucket < tsv.TEST_BUCKETS) | (bucket >= tsv.HELD_OUT_BUCKETS)
-        return _tokenized_rows(tf.boolean_mask(sources, ok), tf.boolean_mask(targets, ok), source_tokenizer,
-                               target_tokenizer, max_length)
+        sources, targets = swap_names(tf.boolean_mask(sources, ok), tf.boolean_mask(targets, ok), names, name_swap)
+        return _tokenized_rows(sources, targets, source_tokenizer, target_tokenizer, max_length)
 
     return lines.batch(chunk).map(tokenize, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).unbatch()
 

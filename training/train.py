@@ -68,6 +68,13 @@ def positive_int(text):
     return value
 
 
+def probability(text):
+    value = float(text)
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"must be a probability between 0 and 1, got {text}")
+    return value
+
+
 def build_parser():
     parser = argparse.ArgumentParser(
         prog="python -m training.train",
@@ -109,6 +116,9 @@ def build_parser():
                         help="subword vocabularies are learned from a seeded sample of N training pairs")
     parser.add_argument("--shuffle-buffer", type=positive_int,
                         help="examples shuffled together when a corpus is streamed from files (default: the config's)")
+    parser.add_argument("--name-swap", type=probability,
+                        help="probability that a training pair's copied names become random pseudo-names, on both "
+                             "sides, every pass (default: the config's; pipeline.swap_names)")
     parser.add_argument("--backup-every", type=positive_int,
                         help="a resume backup every N steps (default: every 3 minutes of training)")
     parser.add_argument("--average-last", type=positive_int,
@@ -151,6 +161,7 @@ def resolve(args, train_pairs=0):
         "select_by": args.select_by,
         "average_last": args.average_last,
         "shuffle_buffer": args.shuffle_buffer,
+        "name_swap": args.name_swap,
     }
     if config.subword_nbest_size and config.tokenizer != "sentencepiece":
         raise SystemExit(f"Config {config_name!r} samples subword segmentations, which needs the sentencepiece tokenizer, "
@@ -200,14 +211,14 @@ def load_corpus(args, train_size, work_dir):
         splits = dates.load(num_examples=train_size * 21 // 20, seed=args.seed,
                             tatoeba_path=SHARED_TATOEBA)
         return {"splits": splits, "sample": _sample(splits["train"], args), "files": None,
-                "train_pairs": len(splits["train"][0])}
+                "train_pairs": len(splits["train"][0]), "copied_names": []}
     try:
         files = tsv.corpus_files(args.dataset)
         given = {split: getattr(args, split) for split in ("validation", "test") if getattr(args, split)}
         if tsv.is_small(files) and not given:
             splits = tsv.load(files[0], reverse=args.reverse, seed=args.seed, train_size=train_size or None)
             return {"splits": splits, "sample": _sample(splits["train"], args), "files": None,
-                    "train_pairs": len(splits["train"][0])}
+                    "train_pairs": len(splits["train"][0]), "copied_names": copied_names(*splits["train"])}
         splits = {split: tsv.read_pairs(path, reverse=args.reverse)[:2] for split, path in given.items()}
         cached = os.path.join(work_dir, "corpus.json")
         have_tokenizers = os.path.exists(os.path.join(work_dir, "tokenizers", "tokenizers.json"))
@@ -225,6 +236,7 @@ def load_corpus(args, train_size, work_dir):
             sample = list(zip(*scanned["sample"]))
             chosen = sorted(random.Random(args.seed).sample(range(len(sample)), min(len(sample), LENGTH_SAMPLE)))
             scanned["length_sample"] = [[sample[i][side] for i in chosen] for side in (0, 1)]
+            scanned["copied_names"] = copied_names(*scanned["sample"])
             with open(cached + ".tmp", "w", encoding="utf-8") as file:
                 json.dump({key: value for key, value in scanned.items() if key != "sample"}, file, ensure_ascii=False)
             os.replace(cached + ".tmp", cached)
@@ -235,7 +247,13 @@ def load_corpus(args, train_size, work_dir):
         if not splits[split][0]:
             raise SystemExit(f"The corpus gave no {split} pairs; give --{split} FILE.")
     return {"splits": splits, "sample": tuple(scanned["sample"]), "files": files, "train_pairs": scanned["train_pairs"],
-            "lines": scanned["lines"], "carved": scanned["carved"], "length_sample": scanned.get("length_sample")}
+            "lines": scanned["lines"], "carved": scanned["carved"], "length_sample": scanned.get("length_sample"),
+            "copied_names": scanned.get("copied_names", [])}
+
+
+def copied_names(sources, targets):
+    """`pipeline.copied_names` found in at least 3 of every 10,000 pairs (at least 10): on Anki, 11 names from Tom to Kyoto."""
+    return pipeline.copied_names(sources, targets, min_pairs=max(10, round(3e-4 * len(sources))))
 
 
 LENGTH_SAMPLE = 20000  # streamed corpora: pairs whose token lengths estimate the epoch length
@@ -318,15 +336,17 @@ class TrainingData:
         if config.subword_nbest_size:
             self.training_tokenizers = tuple(t.sampled(config.subword_nbest_size, config.subword_alpha) for t in tokenizers)
         self.files, self.batching, self.carved = corpus["files"], batching(config), corpus.get("carved", ())
+        self.names, self.name_swap = corpus.get("copied_names", []), config.name_swap
         if self.files is None:
             source_ids, target_ids, self.dropped = pipeline.encode_pairs(
                 *corpus["splits"]["train"], *tokenizers, config.max_length)
             if not int(source_ids.nrows()):  # every pair was too long: say by how much
                 refuse_if_nothing_fits(*token_lengths([side[:LENGTH_SAMPLE] for side in corpus["sample"]], tokenizers),
                                        config.max_length)
-            if config.subword_nbest_size:  # tokenised again every pass, each time with new segmentations
+            if config.subword_nbest_size or self.name_swap:  # tokenised again every pass, each time anew
                 self.examples = pipeline.examples_in_memory_text(*corpus["splits"]["train"], *self.training_tokenizers,
-                                                                 config.max_length, seed=args.seed)
+                                                                 config.max_length, seed=args.seed, names=self.names,
+                                                                 name_swap=self.name_swap)
             else:
                 self.examples = pipeline.examples_in_memory(source_ids, target_ids, config.max_length, seed=args.seed)
             lengths = (source_ids.row_lengths().numpy(), target_ids.row_lengths().numpy())
@@ -354,7 +374,8 @@ class TrainingData:
             return examples.skip(offset)
         return pipeline.examples_from_files(
             self.files, *self.training_tokenizers, self.config.max_length, reverse=self.args.reverse, seed=self.args.seed,
-            skip_lines=offset, input_context=input_context, carved=self.carved)
+            skip_lines=offset, input_context=input_context, carved=self.carved, names=self.names,
+            name_swap=self.name_swap)
 
     def stream(self, first_epoch=0, skip_steps=0, epochs=None, input_context=None, num_replicas=1):
         """`pipeline.training_stream` from epoch `first_epoch`, step `skip_steps` on."""

@@ -36,6 +36,9 @@ class TrainingConfig:
     # its `subword_nbest_size` best segmentations (`SentencePieceTokenizer.sampled`); 0: the best one.
     subword_nbest_size: int = 0
     subword_alpha: float = 0.1  # smoothing of the sampled segmentations' probabilities
+    # The probability that a training pair's copied names (`pipeline.copied_names`: Tom, Mary, Boston…)
+    # become random pseudo-names on both sides, drawn anew every pass (`pipeline.swap_names`); 0: off.
+    name_swap: float = 0.0
     shuffle_buffer: int = 16384  # examples shuffled together when a corpus is streamed from files (0: `auto_shuffle_buffer`)
 
 
@@ -97,14 +100,15 @@ CONFIGS = {
         model_overrides={"num_layers": 2, "d_model": 256, "num_heads": 8, "dff": 512, "dropout": 0.1,
                          "share_embeddings": True, "tie_output_embedding": True},
         tokenizer="sentencepiece",
-        # One vocabulary for French and English, embeddings shared and tied. 4,000 pieces: the
-        # [B, T, V] logits and loss dominate a step of this small model (210 against 298 ms a step at 8,000).
-        vocab_size=4000,
+        # One vocabulary for French and English, embeddings shared and tied. 8,000 pieces keep "septembre",
+        # "Afrique" and most words whole (4,000 read "septembre" as "sept|emb|re": "seven"), for 1.3x the time
+        # of a pass at 4,000 (the [B, T, V] logits and loss dominate a step of this small model).
+        vocab_size=8000,
         shared_vocabulary=True,
-        epochs=18,
-        # 6 passes, what the hour holds; averaging the last 5 epochs spans the last 1.7. Sampled subword
-        # segmentations (subword_nbest_size=8, alpha 0.1, 21 epochs) did worse in the hour: benchmarks/README.
+        epochs=16,  # 5.3 passes, what the hour holds; averaging the last 5 epochs spans the last 1.7
         epoch_passes=1 / 3,
+        # Anki writes almost every person Tom or Mary: half the pairs with a copied name get pseudo-names.
+        name_swap=0.5,
         batch_size=64,
         batch_tokens=1024,  # 1.3x the real tokens/s of 512 without XLA; 2,048 gained 6 % more for half the updates
         warmup_steps=800,

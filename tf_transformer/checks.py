@@ -18,6 +18,20 @@ def check_rate(name, value):
     return float(value)
 
 
+def check_heads(d_model, num_heads):
+    if d_model % num_heads:
+        raise ValueError(
+            "`d_model` must be divisible by `num_heads` (each head gets d_model // num_heads dimensions). "
+            f"Received: d_model={d_model}, num_heads={num_heads}"
+        )
+
+
+def check_positive_number(name, value):
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not value > 0:
+        raise ValueError(f"`{name}` must be a positive number. Received: {name}={value!r}")
+    return float(value)
+
+
 def concrete_value(x):
     """The NumPy value of `x` when it is concrete (eager), else None.
 

@@ -1,9 +1,8 @@
 """`TransformerConfig`: the model's hyper-parameters, separate from training's."""
 
 import dataclasses
-import numbers
 
-from tf_transformer.checks import check_positive_int, check_rate
+from tf_transformer.checks import check_heads, check_positive_int, check_positive_number, check_rate
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,16 +43,8 @@ class TransformerConfig:
             check_positive_int(name, getattr(self, name))
         check_rate("dropout", self.dropout)
         check_rate("attention_dropout", self.attention_dropout)
-        if self.d_model % self.num_heads:
-            raise ValueError(
-                "`d_model` must be divisible by `num_heads` (each head gets "
-                f"d_model // num_heads dimensions). Received: d_model={self.d_model}, "
-                f"num_heads={self.num_heads}"
-            )
-        if isinstance(self.layer_norm_epsilon, bool) or not isinstance(self.layer_norm_epsilon, numbers.Real) or self.layer_norm_epsilon <= 0:
-            raise ValueError(
-                f"`layer_norm_epsilon` must be a positive number. Received: layer_norm_epsilon={self.layer_norm_epsilon!r}"
-            )
+        check_heads(self.d_model, self.num_heads)
+        check_positive_number("layer_norm_epsilon", self.layer_norm_epsilon)
         for name in ("norm_first", "share_embeddings", "tie_output_embedding"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"`{name}` must be True or False. Received: {name}={getattr(self, name)!r}")

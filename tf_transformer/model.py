@@ -10,6 +10,7 @@ from tf_transformer import masks
 from tf_transformer.config import TransformerConfig
 from tf_transformer.layers.decoder import Decoder
 from tf_transformer.layers.encoder import Encoder
+from tf_transformer.layers.transformer_block import BLOCK_ARGUMENTS
 
 
 @keras.saving.register_keras_serializable(package="tf_transformer")
@@ -65,15 +66,8 @@ class Transformer(keras.Model):
         # === Layers ===
         stack = dict(
             num_layers=config.num_layers,
-            d_model=config.d_model,
-            num_heads=config.num_heads,
-            dff=config.dff,
             max_length=config.max_length,
-            dropout=config.dropout,
-            norm_first=config.norm_first,
-            layer_norm_epsilon=config.layer_norm_epsilon,
-            activation=config.activation,
-            attention_dropout=config.attention_dropout,
+            **{name: getattr(config, name) for name in BLOCK_ARGUMENTS},
             dtype=dtype,
         )
         encoder = Encoder(vocab_size=config.source_vocab_size, name="encoder", **stack)

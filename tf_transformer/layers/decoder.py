@@ -10,15 +10,12 @@ from keras import ops
 from tf_transformer import masks
 from tf_transformer.cache import KVCache
 from tf_transformer.layers.decoder_block import DecoderBlock
-from tf_transformer.layers.dropout import Dropout
-from tf_transformer.layers.layer_normalization import LayerNormalization
-from tf_transformer.layers.token_and_position_embedding import TokenAndPositionEmbedding
+from tf_transformer.layers.stack import TransformerStack
 from tf_transformer.layers.transformer_block import first_given
-from tf_transformer.checks import check_positive_int, check_rate
 
 
 @keras.saving.register_keras_serializable(package="tf_transformer")
-class Decoder(keras.layers.Layer):
+class Decoder(TransformerStack):
     """The Transformer decoder (the paper's right half), without the final projection.
 
     `TokenAndPositionEmbedding`, dropout, then `num_layers` `DecoderBlock`s
@@ -32,15 +29,15 @@ class Decoder(keras.layers.Layer):
     the cache, O(L) per step instead of the whole prefix.
 
     Args:
-        num_layers, d_model, num_heads, dff, vocab_size, max_length, dropout,
-        norm_first, layer_norm_epsilon, activation, attention_dropout: as
-        for `Encoder`; `vocab_size` is the target vocabulary.
+        num_layers, d_model, num_heads, dff, vocab_size, max_length: as for
+            `Encoder`; `vocab_size` is the target vocabulary.
         embedding: an existing `TokenAndPositionEmbedding` to use (e.g. the
             encoder's, for one embedding shared by source and target);
             default: a new one. A reloaded standalone `Decoder` gets its own
             copy (its weights saved with it); `Transformer` re-creates the
             sharing from its config.
-        **kwargs: base `Layer` arguments.
+        **kwargs: the blocks' other arguments and base `Layer` arguments,
+            as for `Encoder`.
 
     Call arguments:
         tokens: int `[B, T]`, 0 = padding.
@@ -65,62 +62,7 @@ class Decoder(keras.layers.Layer):
     (1, 3, 16)
     """
 
-    def __init__(
-        self,
-        num_layers,
-        d_model,
-        num_heads,
-        dff,
-        vocab_size,
-        max_length,
-        dropout=0.1,
-        norm_first=False,
-        layer_norm_epsilon=1e-6,
-        activation="relu",
-        attention_dropout=0.0,
-        embedding=None,
-        **kwargs,
-    ):
-        super().__init__(**kwargs)
-        self.num_layers = check_positive_int("num_layers", num_layers)
-        self.vocab_size = check_positive_int("vocab_size", vocab_size)
-        self.max_length = check_positive_int("max_length", max_length)
-        self.dropout = check_rate("dropout", dropout)
-        self.block_config = dict(
-            d_model=d_model,
-            num_heads=num_heads,
-            dff=dff,
-            dropout=dropout,
-            norm_first=norm_first,
-            layer_norm_epsilon=layer_norm_epsilon,
-            activation=activation,
-            attention_dropout=attention_dropout,
-        )
-        self.supports_masking = True
-        if isinstance(embedding, dict):  # from `get_config`
-            embedding = keras.saving.deserialize_keras_object(embedding)
-        if embedding is not None and (
-            embedding.vocab_size != vocab_size or embedding.d_model != d_model or embedding.max_length != max_length
-        ):
-            raise ValueError(
-                "`embedding` must match the decoder: vocab_size, d_model and max_length "
-                f"{vocab_size, d_model, max_length}. Received: "
-                f"{embedding.vocab_size, embedding.d_model, embedding.max_length}"
-            )
-        self.given_embedding = embedding is not None
-        self.embedding = embedding or TokenAndPositionEmbedding(
-            vocab_size, d_model, max_length, dtype=self.dtype_policy, name="embedding"
-        )
-        self.embedding_dropout = Dropout(self.dropout, dtype=self.dtype_policy)
-        self.blocks = [
-            DecoderBlock(**self.block_config, dtype=self.dtype_policy, name=f"block_{i}")
-            for i in range(self.num_layers)
-        ]
-        self.final_norm = (
-            LayerNormalization(epsilon=layer_norm_epsilon, dtype=self.dtype_policy, name="final_norm")
-            if norm_first
-            else None
-        )
+    block_class = DecoderBlock
 
     def build(self, tokens_shape, context_shape):
         if not self.embedding.built:
@@ -156,8 +98,7 @@ class Decoder(keras.layers.Layer):
             if return_attention_scores:
                 x, block_scores = x
                 scores.append(block_scores)
-        if self.final_norm is not None:
-            x = self.final_norm(x)
+        x = self._finish(x)
         return (x, scores) if return_attention_scores else x
 
     def initial_cache(self, context, max_length):
@@ -181,21 +122,4 @@ class Decoder(keras.layers.Layer):
                 cache_update_index=index,
             )
             self_attention.append(self_cache)
-        if self.final_norm is not None:
-            x = self.final_norm(x)
-        return x, KVCache(tuple(self_attention), cache.cross_attention)
-
-    def get_config(self):
-        config = super().get_config()
-        config.update(
-            {
-                "num_layers": self.num_layers,
-                "vocab_size": self.vocab_size,
-                "max_length": self.max_length,
-                **self.block_config,
-            }
-        )
-        config["activation"] = keras.activations.serialize(keras.activations.get(config["activation"]))
-        if self.given_embedding:
-            config["embedding"] = keras.saving.serialize_keras_object(self.embedding)
-        return config
+        return self._finish(x), KVCache(tuple(self_attention), cache.cross_attention)

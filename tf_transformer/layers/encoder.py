@@ -7,15 +7,12 @@ H heads.
 import keras
 
 from tf_transformer import masks
-from tf_transformer.layers.dropout import Dropout
 from tf_transformer.layers.encoder_block import EncoderBlock
-from tf_transformer.layers.layer_normalization import LayerNormalization
-from tf_transformer.layers.token_and_position_embedding import TokenAndPositionEmbedding
-from tf_transformer.checks import check_positive_int, check_rate
+from tf_transformer.layers.stack import TransformerStack
 
 
 @keras.saving.register_keras_serializable(package="tf_transformer")
-class Encoder(keras.layers.Layer):
+class Encoder(TransformerStack):
     """The Transformer encoder (the paper's left half), as built in the course.
 
     `TokenAndPositionEmbedding` (× √d_model + sinusoids), dropout, then
@@ -26,11 +23,13 @@ class Encoder(keras.layers.Layer):
 
     Args:
         num_layers: N, the number of blocks.
-        d_model, num_heads, dff, dropout, norm_first, layer_norm_epsilon,
-        activation, attention_dropout: as for `EncoderBlock`.
+        d_model, num_heads, dff: as for `EncoderBlock`.
         vocab_size: source vocabulary size.
         max_length: the longest source sequence.
-        **kwargs: base `Layer` arguments.
+        **kwargs: the blocks' other arguments (`dropout`, `norm_first`,
+            `layer_norm_epsilon`, `activation`, `attention_dropout`: as for
+            `EncoderBlock`; `dropout` also drops out the embeddings), and
+            base `Layer` arguments.
 
     Call arguments:
         tokens: int `[B, S]`, 0 = padding.
@@ -48,50 +47,7 @@ class Encoder(keras.layers.Layer):
     (1, 4, 16)
     """
 
-    def __init__(
-        self,
-        num_layers,
-        d_model,
-        num_heads,
-        dff,
-        vocab_size,
-        max_length,
-        dropout=0.1,
-        norm_first=False,
-        layer_norm_epsilon=1e-6,
-        activation="relu",
-        attention_dropout=0.0,
-        **kwargs,
-    ):
-        super().__init__(**kwargs)
-        self.num_layers = check_positive_int("num_layers", num_layers)
-        self.vocab_size = check_positive_int("vocab_size", vocab_size)
-        self.max_length = check_positive_int("max_length", max_length)
-        self.dropout = check_rate("dropout", dropout)
-        self.block_config = dict(
-            d_model=d_model,
-            num_heads=num_heads,
-            dff=dff,
-            dropout=dropout,
-            norm_first=norm_first,
-            layer_norm_epsilon=layer_norm_epsilon,
-            activation=activation,
-            attention_dropout=attention_dropout,
-        )
-        self.supports_masking = True
-        self.embedding = TokenAndPositionEmbedding(
-            vocab_size, d_model, max_length, dtype=self.dtype_policy, name="embedding"
-        )
-        self.embedding_dropout = Dropout(self.dropout, dtype=self.dtype_policy)
-        self.blocks = [
-            EncoderBlock(**self.block_config, dtype=self.dtype_policy, name=f"block_{i}")
-            for i in range(self.num_layers)
-        ]
-        self.final_norm = (
-            LayerNormalization(epsilon=layer_norm_epsilon, dtype=self.dtype_policy, name="final_norm")
-            if norm_first
-            else None
-        )
+    block_class = EncoderBlock
 
     def build(self, tokens_shape):
         self.embedding.build(tokens_shape)
@@ -110,22 +66,8 @@ class Encoder(keras.layers.Layer):
             if return_attention_scores:
                 x, block_scores = x
                 scores.append(block_scores)
-        if self.final_norm is not None:  # pre-LN stacks end with a norm
-            x = self.final_norm(x)
+        x = self._finish(x)
         return (x, scores) if return_attention_scores else x
 
     def compute_mask(self, tokens, mask=None):
         return masks.padding_mask(tokens)
-
-    def get_config(self):
-        config = super().get_config()
-        config.update(
-            {
-                "num_layers": self.num_layers,
-                "vocab_size": self.vocab_size,
-                "max_length": self.max_length,
-                **self.block_config,
-            }
-        )
-        config["activation"] = keras.activations.serialize(keras.activations.get(config["activation"]))
-        return config

@@ -3,13 +3,15 @@
 We use the notation B batch, T sequence length, D model width (d_model).
 """
 
+import inspect
+
 import keras
 
 from tf_transformer.layers.dropout import Dropout
 from tf_transformer.layers.feed_forward import FeedForward
 from tf_transformer.layers.layer_normalization import LayerNormalization
 from tf_transformer.layers.multi_head_attention import MultiHeadAttention
-from tf_transformer.checks import check_positive_int, check_rate
+from tf_transformer.checks import check_heads, check_positive_int, check_positive_number, check_rate
 
 
 class TransformerBlock(keras.layers.Layer):
@@ -39,20 +41,11 @@ class TransformerBlock(keras.layers.Layer):
         self.d_model = check_positive_int("d_model", d_model)
         self.num_heads = check_positive_int("num_heads", num_heads)
         self.dff = check_positive_int("dff", dff)
-        if d_model % num_heads:
-            raise ValueError(
-                "`d_model` must be divisible by `num_heads` (each head gets "
-                f"d_model // num_heads dimensions). Received: d_model={d_model}, "
-                f"num_heads={num_heads}"
-            )
+        check_heads(self.d_model, self.num_heads)
         self.dropout = check_rate("dropout", dropout)
         self.attention_dropout = check_rate("attention_dropout", attention_dropout)
         self.norm_first = bool(norm_first)
-        if not layer_norm_epsilon > 0:
-            raise ValueError(
-                f"`layer_norm_epsilon` must be positive. Received: layer_norm_epsilon={layer_norm_epsilon!r}"
-            )
-        self.layer_norm_epsilon = float(layer_norm_epsilon)
+        self.layer_norm_epsilon = check_positive_number("layer_norm_epsilon", layer_norm_epsilon)
         self.activation = keras.activations.get(activation)
         self.supports_masking = True
         self.residual_dropout = Dropout(self.dropout, dtype=self.dtype_policy)
@@ -119,6 +112,12 @@ class TransformerBlock(keras.layers.Layer):
             }
         )
         return config
+
+
+# What a block takes, in its signature's order: the one list `Encoder`,
+# `Decoder` and `Transformer` pass on (a new block argument is added to
+# `TransformerBlock` alone, and to `TransformerConfig` for the model).
+BLOCK_ARGUMENTS = tuple(inspect.signature(TransformerBlock.__init__).parameters)[1:-1]
 
 
 def first_given(*masks):

@@ -57,14 +57,8 @@ def main(argv=None):
     with open(os.path.join(path, "assets.extra", "training_config.json"), encoding="utf-8") as file:
         max_length = json.load(file)["model"]["max_length"]
 
-    def saved_model(signature):
-        outputs = []
-        for start in range(0, len(sources), 64):
-            batch = tf.constant(sources[start : start + 64])
-            outputs += [t.decode("utf-8") for t in loaded.signatures[signature](text=batch)["translation"].numpy()]
-        return outputs
-
-    ours = {"greedy": saved_model("serving_default"), "beam": saved_model("beam_search")}
+    ours = {search: evaluate.translate_all(loaded.signatures[name], sources, 64)
+            for search, name in (("greedy", "serving_default"), ("beam", "beam_search"))}
     result = {"saved_model": path, "examples": len(sources), "saved_model_metrics": {}, "ctranslate2": {}}
     for search, outputs in ours.items():
         result["saved_model_metrics"][search] = evaluate.text_metrics(outputs, references)

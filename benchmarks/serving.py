@@ -55,10 +55,8 @@ fill a batch. Results go to `benchmarks/results/serving.json`.
 import argparse
 import json
 import os
-import statistics
 import sys
 import tempfile
-import threading
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -75,7 +73,9 @@ except ImportError:
 import tf_transformer  # noqa: E402, F401  registers the layers for model.keras
 from tf_transformer.export import Translator, export, latest_version  # noqa: E402
 from tf_transformer.tokenizers import END, START, load_tokenizers  # noqa: E402
-from training.serving_config import batch_of, compiled_with_xla, export_texts, seconds_per_call  # noqa: E402
+from training.serving_config import batch_of, compiled_with_xla, export_texts  # noqa: E402
+from training import timing  # noqa: E402
+from training.timing import percentiles, seconds_per_call  # noqa: E402
 
 BATCH_SIZES = (1, 8, 64)
 CONCURRENT_CALLERS = 16
@@ -244,11 +244,6 @@ def one_per_call(signature):
                                    for text in texts])
 
 
-def percentiles(seconds):
-    values = np.array(seconds) * 1e3
-    return {f"p{q}_ms": round(float(np.percentile(values, q)), 2) for q in (50, 95, 99)}
-
-
 def one_sentence_latency(call, texts, requests):
     for text in texts:
         call([text])  # warm-up: every input's shape (an XLA export compiles once per padded source length)
@@ -263,22 +258,14 @@ def one_sentence_latency(call, texts, requests):
 def concurrent(call, texts, callers, requests_each):
     """`callers` threads each sending `requests_each` one-sentence requests at once."""
     times = [[] for _ in range(callers)]
-    barrier = threading.Barrier(callers)
 
     def run(i):
-        barrier.wait()
         for j in range(requests_each):
             start = time.perf_counter()
             call([texts[(i * requests_each + j) % len(texts)]])
             times[i].append(time.perf_counter() - start)
 
-    workers = [threading.Thread(target=run, args=(i,)) for i in range(callers)]
-    started = time.perf_counter()
-    for worker in workers:
-        worker.start()
-    for worker in workers:
-        worker.join()
-    elapsed = time.perf_counter() - started
+    elapsed = timing.in_threads(run, callers)
     all_times = [t for per_caller in times for t in per_caller]
     return {"callers": callers, "requests_per_s": round(len(all_times) / elapsed, 1), **percentiles(all_times)}
 

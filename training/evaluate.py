@@ -16,6 +16,15 @@ import tensorflow as tf
 RELOADED_EXPORT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "reloaded_export.py")
 
 
+def translate_all(translate, texts, batch_size=256):
+    """`translate` (a signature function: `text` in, `translation` out) over `texts` in batches, as strings."""
+    outputs = []
+    for start in range(0, len(texts), batch_size):
+        batch = tf.constant(list(texts[start : start + batch_size]), tf.string)
+        outputs += [t.decode("utf-8") for t in translate(text=batch)["translation"].numpy()]
+    return outputs
+
+
 def exact_match(hypotheses, references):
     return sum(h == r for h, r in zip(hypotheses, references)) / max(len(references), 1)
 

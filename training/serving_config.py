@@ -39,12 +39,12 @@ none of them waits on batches too large for it.
 import argparse
 import json
 import os
-import statistics
 import sys
-import threading
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+from training import timing  # noqa: E402  (numpy only: TensorFlow stays imported lazily)
 
 SIGNATURE = "serving_default"
 DEFAULT_TEXTS = ["25 septembre 2009", "Tuesday, June 25, 2009", "Je t'aime.", "Où est la gare ?"]
@@ -130,18 +130,6 @@ class SessionSignature:
         self.session.close()
 
 
-def seconds_per_call(function, texts, min_seconds=1.0, min_calls=3, warmup=2):
-    """Median wall time of `function(texts)`, after `warmup` calls (tracing, first allocations)."""
-    for _ in range(warmup):
-        function(texts)
-    times, started = [], time.perf_counter()
-    while len(times) < min_calls or time.perf_counter() - started < min_seconds:
-        start = time.perf_counter()
-        function(texts)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
-
-
 def concurrent_throughput(function, texts, threads, seconds=1.5):
     """Examples per second with `threads` callers each sending `texts` again and again."""
     done, stop = [0] * threads, time.perf_counter() + seconds
@@ -151,13 +139,7 @@ def concurrent_throughput(function, texts, threads, seconds=1.5):
             function(texts)
             done[i] += len(texts)
 
-    workers = [threading.Thread(target=caller, args=(i,)) for i in range(threads)]
-    started = time.perf_counter()
-    for worker in workers:
-        worker.start()
-    for worker in workers:
-        worker.join()
-    return sum(done) / (time.perf_counter() - started)
+    return sum(done) / timing.in_threads(caller, threads)
 
 
 def choose(latencies, throughput_by_threads):
@@ -192,7 +174,7 @@ def measure(path, largest_batch=64, min_seconds=1.0, log=print):
     try:
         latencies, size = {}, 1
         while size <= largest_batch:
-            latencies[size] = seconds_per_call(signature, batch_of(texts, size), min_seconds)
+            latencies[size] = timing.seconds_per_call(signature, batch_of(texts, size), min_seconds)
             log(f"  batch {size:>4}: {latencies[size] * 1e3:8.1f} ms, {size / latencies[size]:8.1f} examples/s")
             size *= 2
         best_size = max(latencies, key=lambda b: b / latencies[b])

@@ -28,8 +28,7 @@ import os
 
 import numpy as np
 
-from training import dates, evaluate
-from training.train import SHARED_TATOEBA
+from training import datasets, evaluate
 from tf_transformer.export import latest_version
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "score_confidence.json")
@@ -81,7 +80,7 @@ def main(argv=None):
     path = latest_version(args.model)
     with open(os.path.join(path, "assets.extra", "training_config.json"), encoding="utf-8") as file:
         train_size = json.load(file)["training"]["train_size"]
-    splits = dates.load(num_examples=train_size * 21 // 20, seed=args.seed, tatoeba_path=SHARED_TATOEBA)
+    splits = datasets.load(datasets.DATES, seed=args.seed, train_size=train_size).splits  # the run's own held-out sets
     sets = {"validation": splits["validation"], "test": splits["test"], **splits["held_out"]}
     texts = [text for sources, _ in sets.values() for text in sources]
     result = evaluate.translate_reloaded(path, {"saved_model_load": {"n_best": {"text": texts}}})["saved_model_load"]

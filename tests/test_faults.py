@@ -295,14 +295,15 @@ def test_a_failed_write_leaves_no_partial_file(tmp_path):
 
 
 def test_an_explicit_preset_replaces_the_configs_model_size():
-    from training import train
+    from training import configs, train
 
     args = train.options_to_args({"dataset": TATOEBA, "preset": "tiny"})
-    config, _, _ = train.resolve(args, train_pairs=16000)
+    config, _ = train.resolve(args, configs.for_corpus("text", 16000))
     assert config.preset == "tiny" and not set(config.model_overrides) & {"num_layers", "d_model", "dff"}
-    config, name, _ = train.resolve(train.options_to_args({"dataset": TATOEBA}), train_pairs=150000)
+    config, name = train.resolve(train.options_to_args({"dataset": TATOEBA}), configs.for_corpus("text", 150000))
     assert name == "tsv-medium" and config.model_overrides["d_model"] == 256
     args = train.options_to_args({"dataset": TATOEBA, "preset": "tiny"})
-    config, _, _ = train.resolve(args, train_pairs=150000)
+    config, _ = train.resolve(args, configs.for_corpus("text", 150000))
     assert config.preset == "tiny" and config.model_overrides == {"share_embeddings": True, "tie_output_embedding": True}
-    np.testing.assert_equal(train.resolve(train.options_to_args({"dataset": TATOEBA}), 16000)[1], "tsv")
+    np.testing.assert_equal(train.resolve(train.options_to_args({"dataset": TATOEBA}), configs.for_corpus("text", 16000))[1],
+                            "tsv")

@@ -11,11 +11,9 @@ import argparse
 import contextlib
 import dataclasses
 import errno
-import glob
 import json
 import math
 import os
-import random
 import re
 import shutil
 import sys
@@ -32,34 +30,9 @@ import tf_transformer  # noqa: E402
 from tf_transformer import losses, metrics, schedules  # noqa: E402
 from tf_transformer.tokenizers import CharacterTokenizer, SentencePieceTokenizer, load_tokenizers, save_tokenizers  # noqa: E402
 from training import callbacks as callbacks_lib  # noqa: E402
-from training import dates, distributed, evaluate, pipeline, tsv  # noqa: E402
+from training import datasets, distributed, evaluate, pipeline  # noqa: E402
 from training import configs  # noqa: E402
 from training.configs import CONFIGS  # noqa: E402
-
-DESCRIPTIONS = {
-    "dates": "A human-readable date (en, fr, es, de, it, pt, nl; any case, spacing and commas; numeric dates "
-    "day-first, two-digit years 1950-2049) -> ISO YYYY-MM-DD. Text that is not a date, including partial and "
-    "impossible dates (31 April), gets the empty string. Blank input gets the empty string.",
-    "text": "Source-language text -> its translation. Inputs longer than max_input_tokens are truncated; "
-    "blank input gets the empty string.",
-}
-
-SAMPLES = {
-    "dates": [
-        "25 septembre 2009", "Tuesday, June 25, 2009", "25/06/2009", "25.06.09", "3 de abril de 1975",
-        # As people type them, and texts that are not dates (answered "").
-        "25 SEPTEMBRE 2009", "  25 septembre 2009  ", "tuesday june 25 2009", "2009/09/25", "June 25, 09",
-        "xxxxxxxxxxxxxxxx", "Jane visite l'Afrique en septembre.", "31 février 2009", "juin 2009",
-    ],
-    "text": [
-        "Jane visite l'Afrique en septembre.",
-        "Je t'aime.",
-        "Où est la gare ?",
-        "Il fait beau aujourd'hui.",
-        "Nous avons besoin d'aide.",
-    ],
-}
-
 
 def positive_int(text):
     value = int(text)
@@ -130,23 +103,19 @@ def build_parser():
 
 def check_dataset(args):
     """Raises SystemExit, before anything is read, when `--dataset` names nothing usable."""
-    if args.dataset != "dates":
-        try:
-            tsv.corpus_files(args.dataset)
-        except tsv.DatasetError as error:
-            raise SystemExit(f"{error}. --dataset takes 'dates', a .tsv or .tsv.gz file, a directory of them "
-                             "or a quoted glob ('data/*.tsv.gz').") from None
+    try:
+        datasets.check(args.dataset)
+    except datasets.DatasetError as error:
+        raise SystemExit(str(error)) from None
 
 
-def resolve(args, train_pairs=0):
-    """The training config after the command-line overrides, its name, and the dataset's name.
+def resolve(args, corpus_config):
+    """The training config after the command-line overrides, and its name.
 
-    Without `--config` the corpus picks it (`configs.for_corpus`, from
-    its `train_pairs`). A flag the user passed wins over the config;
+    Without `--config`, `corpus_config` (the corpus's `default_config`). A flag the user passed wins over the config;
     `--preset` replaces the config's model size (`configs.SIZE_FIELDS`).
     """
-    is_dates = args.dataset == "dates"
-    config_name = args.config or configs.for_corpus(args.dataset, train_pairs)
+    config_name = args.config or corpus_config
     config = CONFIGS[config_name]
     overrides = {
         "preset": args.preset,
@@ -169,103 +138,12 @@ def resolve(args, train_pairs=0):
     if args.preset:
         overrides["model_overrides"] = {k: v for k, v in config.model_overrides.items() if k not in configs.SIZE_FIELDS}
     config = dataclasses.replace(config, **{k: v for k, v in overrides.items() if v is not None})
-    name = "dates" if is_dates else dataset_name(args.dataset) + ("-reversed" if args.reverse else "")
-    return config, config_name, name
-
-
-def dataset_name(spec):
-    """`data/tatoeba-eng-fra.tsv` → `tatoeba-eng-fra`; a directory or a glob's folder gives its folder's name."""
-    path = os.path.dirname(spec) if glob.has_magic(spec) else spec.rstrip("/")
-    name = os.path.basename(path) or "corpus"
-    for suffix in (".gz", ".tsv", ".txt"):
-        name = name[: -len(suffix)] if name.endswith(suffix) else name
-    return name
+    return config, config_name
 
 
 def batching(config):
     """`pipeline.batches`' keyword: a token budget or a fixed number of examples."""
     return {"batch_tokens": config.batch_tokens} if config.batch_tokens else {"batch_size": config.batch_size}
-
-
-# Sentences the dates model never sees, to measure how it refuses text that is not a date.
-SHARED_TATOEBA = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "..", "shared", "data",
-                              "tatoeba-eng-fra.tsv")
-
-
-def load_corpus(args, train_size, work_dir):
-    """The held-out splits, the tokenizers' sample and where the training pairs come from.
-
-    In memory: the dates, or one small plain TSV (`tsv.is_small`) without
-    `--validation`/`--test` (seeded, exactly-sized held-out splits).
-    Otherwise streamed: `tsv.scan` reads every shard once in bounded memory
-    (counts, checks, hash-carved held-out sets, the tokenizer sample) and
-    its result, but the sample, is kept in `work_dir/corpus.json`, so a
-    resumed run does not read the corpus again.
-
-    Returns:
-        dict: `"splits"` (`validation`, `test`, perhaps `held_out` and, in
-        memory, `train`), `"sample"` (sources, targets) for the tokenizers,
-        `"files"` (None in memory) and `"train_pairs"`.
-    """
-    if args.dataset == "dates":
-        splits = dates.load(num_examples=train_size * 21 // 20, seed=args.seed,
-                            tatoeba_path=SHARED_TATOEBA)
-        return {"splits": splits, "sample": _sample(splits["train"], args), "files": None,
-                "train_pairs": len(splits["train"][0]), "copied_names": []}
-    try:
-        files = tsv.corpus_files(args.dataset)
-        given = {split: getattr(args, split) for split in ("validation", "test") if getattr(args, split)}
-        if tsv.is_small(files) and not given:
-            splits = tsv.load(files[0], reverse=args.reverse, seed=args.seed, train_size=train_size or None)
-            return {"splits": splits, "sample": _sample(splits["train"], args), "files": None,
-                    "train_pairs": len(splits["train"][0]), "copied_names": copied_names(*splits["train"])}
-        splits = {split: tsv.read_pairs(path, reverse=args.reverse)[:2] for split, path in given.items()}
-        cached = os.path.join(work_dir, "corpus.json")
-        have_tokenizers = os.path.exists(os.path.join(work_dir, "tokenizers", "tokenizers.json"))
-        if have_tokenizers and os.path.exists(cached):
-            with open(cached, encoding="utf-8") as file:
-                scanned = json.load(file)
-            scanned["sample"] = ([], [])
-        else:
-            scanned = tsv.scan(files, reverse=args.reverse, sample_size=args.tokenizer_sample, seed=args.seed,
-                               carve=[split for split in ("validation", "test") if split not in given])
-            # The pairs the epoch length is estimated from, kept with the scan so that a resumed run
-            # estimates the same length (and so skips to the same lines). Drawn at random from the
-            # sample: below the reservoir's size the sample is the corpus in file order, and the
-            # Anki shards are sorted by length.
-            sample = list(zip(*scanned["sample"]))
-            chosen = sorted(random.Random(args.seed).sample(range(len(sample)), min(len(sample), LENGTH_SAMPLE)))
-            scanned["length_sample"] = [[sample[i][side] for i in chosen] for side in (0, 1)]
-            scanned["copied_names"] = copied_names(*scanned["sample"])
-            with open(cached + ".tmp", "w", encoding="utf-8") as file:
-                json.dump({key: value for key, value in scanned.items() if key != "sample"}, file, ensure_ascii=False)
-            os.replace(cached + ".tmp", cached)
-    except tsv.DatasetError as error:
-        raise SystemExit(str(error)) from None
-    splits.update({split: tuple(scanned[split]) for split in ("validation", "test") if split in scanned})
-    for split in ("validation", "test"):
-        if not splits[split][0]:
-            raise SystemExit(f"The corpus gave no {split} pairs; give --{split} FILE.")
-    return {"splits": splits, "sample": tuple(scanned["sample"]), "files": files, "train_pairs": scanned["train_pairs"],
-            "lines": scanned["lines"], "carved": scanned["carved"], "length_sample": scanned.get("length_sample"),
-            "copied_names": scanned.get("copied_names", [])}
-
-
-def copied_names(sources, targets):
-    """`pipeline.copied_names` found in at least 3 of every 10,000 pairs (at least 10): on Anki, 11 names from Tom to Kyoto."""
-    return pipeline.copied_names(sources, targets, min_pairs=max(10, round(3e-4 * len(sources))))
-
-
-LENGTH_SAMPLE = 20000  # streamed corpora: pairs whose token lengths estimate the epoch length
-
-
-def _sample(train, args):
-    """A seeded sample of at most `--tokenizer-sample` training pairs (all of them when fewer)."""
-    sources, targets = train
-    if len(sources) <= args.tokenizer_sample:
-        return sources, targets
-    chosen = sorted(random.Random(args.seed).sample(range(len(sources)), args.tokenizer_sample))
-    return [sources[i] for i in chosen], [targets[i] for i in chosen]
 
 
 def make_tokenizers(config, sample, work_dir):
@@ -335,16 +213,16 @@ class TrainingData:
         self.training_tokenizers = tokenizers
         if config.subword_nbest_size:
             self.training_tokenizers = tuple(t.sampled(config.subword_nbest_size, config.subword_alpha) for t in tokenizers)
-        self.files, self.batching, self.carved = corpus["files"], batching(config), corpus.get("carved", ())
-        self.names, self.name_swap = corpus.get("copied_names", []), config.name_swap
+        self.files, self.batching, self.carved = corpus.files, batching(config), corpus.carved
+        self.names, self.name_swap = corpus.copied_names, config.name_swap
         if self.files is None:
             source_ids, target_ids, self.dropped = pipeline.encode_pairs(
-                *corpus["splits"]["train"], *tokenizers, config.max_length)
+                *corpus.splits["train"], *tokenizers, config.max_length)
             if not int(source_ids.nrows()):  # every pair was too long: say by how much
-                refuse_if_nothing_fits(*token_lengths([side[:LENGTH_SAMPLE] for side in corpus["sample"]], tokenizers),
+                refuse_if_nothing_fits(*token_lengths([side[:datasets.LENGTH_SAMPLE] for side in corpus.sample], tokenizers),
                                        config.max_length)
             if config.subword_nbest_size or self.name_swap:  # tokenised again every pass, each time anew
-                self.examples = pipeline.examples_in_memory_text(*corpus["splits"]["train"], *self.training_tokenizers,
+                self.examples = pipeline.examples_in_memory_text(*corpus.splits["train"], *self.training_tokenizers,
                                                                  config.max_length, seed=args.seed, names=self.names,
                                                                  name_swap=self.name_swap)
             else:
@@ -352,10 +230,10 @@ class TrainingData:
             lengths = (source_ids.row_lengths().numpy(), target_ids.row_lengths().numpy())
             train_pairs = int(source_ids.nrows())
         else:
-            sample = corpus.get("length_sample") or [list(side) for side in corpus["splits"]["validation"]]  # an older work dir
+            sample = corpus.length_sample or [list(side) for side in corpus.splits["validation"]]  # an older work dir
             lengths = token_lengths(sample, tokenizers)
             refuse_if_nothing_fits(*lengths, config.max_length)
-            train_pairs, self.dropped = corpus["train_pairs"], None
+            train_pairs, self.dropped = corpus.train_pairs, None
         self.sample_target_lengths = lengths[1]
         self.shuffle_buffer = config.shuffle_buffer or configs.auto_shuffle_buffer(train_pairs)
         self.one_pass, per_step = pipeline.steps_for_one_pass(*lengths, train_pairs, config.max_length, **self.batching)
@@ -363,7 +241,7 @@ class TrainingData:
         examples_per_epoch = self.steps_per_epoch * per_step
         if self.files is not None:  # the offsets are raw lines: held-out, malformed and too-long lines included
             fit = np.mean(pipeline.fits(*lengths, config.max_length))
-            examples_per_epoch *= corpus["lines"] / corpus["train_pairs"] / max(fit, 1e-6)
+            examples_per_epoch *= corpus.lines / corpus.train_pairs / max(fit, 1e-6)
         self.examples_per_epoch = int(math.ceil(examples_per_epoch))
 
     def examples_from(self, offset, input_context=None):
@@ -400,8 +278,8 @@ def make_strategy(name):
 
 def fingerprint(corpus, tokenizers):
     """A checksum of the training data and vocabularies, compared across workers."""
-    train = corpus["splits"].get("train", ([], []))
-    text = json.dumps([train[0][:100], train[1][-100:], corpus["train_pairs"], corpus["files"]])
+    train = corpus.splits.get("train", ([], []))
+    text = json.dumps([train[0][:100], train[1][-100:], corpus.train_pairs, corpus.files])
     for tokenizer in tokenizers:
         text += "\n".join(tokenizer.id_to_token(range(tokenizer.vocab_size)))
     return zlib.crc32(text.encode("utf-8"))
@@ -489,15 +367,6 @@ def train_single(model, data, validation_data, config, args, work_dir, held_out_
     return checkpoints
 
 
-def translate_all(translate, texts, batch_size=256):
-    """`translate` (a Translator signature function) over `texts` in batches, as strings."""
-    outputs = []
-    for start in range(0, len(texts), batch_size):
-        batch = tf.constant(texts[start : start + batch_size])
-        outputs += [t.decode("utf-8") for t in translate(batch)["translation"].numpy()]
-    return outputs
-
-
 HELD_OUT_TRANSLATED = 500  # validation sources translated after every epoch
 
 
@@ -510,7 +379,7 @@ def held_out_scores(translate, kind, validation):
         return {key: metrics[key] for key in keep}
 
     sources, references = (list(side[:HELD_OUT_TRANSLATED]) for side in validation)
-    return callbacks_lib.HeldOutTranslation(lambda texts: translate_all(translate, texts), sources, references, score,
+    return callbacks_lib.HeldOutTranslation(lambda texts: evaluate.translate_all(translate, texts), sources, references, score,
                                             monitor="val_bleu" if kind == "text" else "val_exact_match")
 
 
@@ -543,7 +412,7 @@ class ExportEvaluation:
             tf_transformer.export.SERVING_KEY: translator.translate,
             tf_transformer.export.BEAM_KEY: translator.translate_beam,
         }
-        self.in_process = {name: translate_all(function, self.probe) for name, function in self.signatures.items()}
+        self.in_process = {name: evaluate.translate_all(function, self.probe) for name, function in self.signatures.items()}
         self.metrics = self.sample_outputs = None
 
     def check(self, saved_model_dir):
@@ -658,7 +527,7 @@ class Run:
     export_dir: str
     work_dir: str  # the chief's; `own_work_dir` is where this worker writes
     own_work_dir: str
-    corpus: dict  # `load_corpus`'s
+    corpus: datasets.Corpus
     tokenizers: tuple  # (source, target)
     data: "TrainingData"
     started: float
@@ -684,8 +553,8 @@ def prepare_run(**options):
     args = options_to_args(options)
     check_dataset(args)
     strategy = make_strategy(args.strategy)
-    named = CONFIGS[args.config] if args.config else CONFIGS["dates"] if args.dataset == "dates" else None
-    _, _, name = resolve(args)
+    named = args.config or datasets.config_before_reading(args.dataset)
+    name = datasets.name(args.dataset, args.reverse)
     export_dir = args.export_dir or os.path.join("saved_models", name)
     work_dir = args.work_dir or export_dir.rstrip("/") + ".work"
     check_writable(export_dir, "export dir")
@@ -698,9 +567,14 @@ def prepare_run(**options):
     if args.mixed_precision != "off":
         keras.config.set_dtype_policy(f"mixed_{args.mixed_precision}")
     started = time.time()
-    corpus = load_corpus(args, args.train_size or (named.train_size if named else 0), own_work_dir)
-    config, config_name, name = resolve(args, corpus["train_pairs"])
-    tokenizers = make_tokenizers(config, corpus["sample"], own_work_dir)
+    try:
+        corpus = datasets.load(args.dataset, own_work_dir, reverse=args.reverse, seed=args.seed,
+                               train_size=args.train_size or (CONFIGS[named].train_size if named else 0),
+                               tokenizer_sample=args.tokenizer_sample, validation=args.validation, test=args.test)
+    except datasets.DatasetError as error:
+        raise SystemExit(str(error)) from None
+    config, config_name = resolve(args, corpus.default_config())
+    tokenizers = make_tokenizers(config, corpus.sample, own_work_dir)
     if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
         distributed.check_same_on_every_worker(strategy, fingerprint(corpus, tokenizers), "data or vocabularies")
     data = TrainingData(corpus, config, args, tokenizers)
@@ -788,15 +662,15 @@ def train_and_evaluate(**options):
     args, config, name, corpus, data = run.args, run.config, run.name, run.corpus, run.data
     strategy, export_dir, work_dir = run.strategy, run.export_dir, run.work_dir
     multi_worker = isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
-    splits = corpus["splits"]
+    splits = corpus.splits
     source_tokenizer, target_tokenizer = run.tokenizers
     started = run.started
     validation = pipeline.encode_pairs(*splits["validation"], source_tokenizer, target_tokenizer, config.max_length)
-    where = "in memory" if corpus["files"] is None else f"streamed from {len(corpus['files'])} file(s)"
+    where = "in memory" if not corpus.streamed else f"streamed from {len(corpus.files)} file(s)"
     dropped = "" if data.dropped is None else f" ({data.dropped} too long for max_length {config.max_length}, dropped)"
     epoch = "about one pass" if config.epoch_passes == 1 else f"about {config.epoch_passes:.2g} of a pass"
     print(
-        f"Data: {name}, {corpus['train_pairs']} train{dropped} / {len(splits['validation'][0])} validation / "
+        f"Data: {name}, {corpus.train_pairs} train{dropped} / {len(splits['validation'][0])} validation / "
         f"{len(splits['test'][0])} test pairs, {where}; config {run.config_name}; vocabularies "
         f"{source_tokenizer.vocab_size} / {target_tokenizer.vocab_size}; {data.steps_per_epoch} steps an epoch of "
         + (f"about {config.batch_tokens} tokens" if config.batch_tokens else f"{config.batch_size} examples")
@@ -823,11 +697,10 @@ def train_and_evaluate(**options):
         )
     print(f"Model: {model.count_params():,} parameters ({model_config}); work dir {work_dir}", flush=True)
 
-    kind = "dates" if args.dataset == "dates" else "text"
-    samples = SAMPLES[kind]
+    kind, samples = corpus.kind, corpus.samples
     translator = tf_transformer.export.Translator(
         model, source_tokenizer, target_tokenizer, max_output_length=config.max_output_length or None,
-        postprocess=dates.valid_date_or_empty if kind == "dates" else None,  # "" for what is not a calendar date
+        postprocess=corpus.postprocess,
         jit_compile=args.export_xla,
     )
     without_averaging = None
@@ -848,7 +721,7 @@ def train_and_evaluate(**options):
             without_averaging = {
                 "measured": "in the training process, greedy, with the Translator the export is made of, on the test split",
                 "kept_epoch": checkpoints.state["best_epoch"],
-                **evaluate.evaluate(kind, translate_all(translator.translate, list(splits["test"][0])), splits["test"][1]),
+                **evaluate.evaluate(kind, evaluate.translate_all(translator.translate, list(splits["test"][0])), splits["test"][1]),
             }
             callbacks_lib.average_weights(model, averaged)
             without_averaging["averaged_epochs"] = checkpoints.state["epochs"][-config.average_last:]
@@ -863,7 +736,7 @@ def train_and_evaluate(**options):
             extra_files={"training_config.json": {"training": dataclasses.asdict(config), "model": model_config.to_dict()}},
             # Every figure comes from the export reloaded in a fresh process; only the chief's export is kept.
             check=evaluation.check if distributed.is_chief(strategy) else None,
-            description=DESCRIPTIONS[kind],
+            description=corpus.description,
             warmup_texts=samples,
         )
     held_out = evaluation.metrics

@@ -122,9 +122,9 @@ CONFIGS = {
 }
 
 
-def for_corpus(dataset, train_pairs):
-    """The default config's name for a dataset: "dates", or a TSV recipe sized by its training pairs."""
-    if dataset == "dates":
+def for_corpus(kind, train_pairs):
+    """The default config's name for a corpus of `kind` ("dates" or "text"): "dates", or a TSV recipe sized by its training pairs."""
+    if kind == "dates":
         return "dates"
     return "tsv-medium" if train_pairs >= MEDIUM_CORPUS_PAIRS else "tsv"
 

@@ -492,3 +492,56 @@ def test_sampled_segmentations_change_from_pass_to_pass_and_keep_the_text():
     assert pieces(first) != pieces(second)  # segmentations sampled anew
     best = {tuple(ids) for ids in tokenizer.tokenize(tf.constant(sources)).to_list()}
     assert pieces(first) != best
+
+
+def test_copied_names_are_the_capitalised_words_both_sides_share():
+    sources = ["Tom aime Mary.", "Tom est ici.", "Le Japon.", "Tom et Marie.", "Paris", "Ok Tom"]
+    targets = ["Tom loves Mary.", "Tom is here.", "Japan.", "Tom and Mary.", "Paris", "Ok Tom"]
+    # Tom in four pairs, Mary and Paris in one each (Marie/Mary and Japon/Japan differ), "Ok" too short.
+    assert pipeline.copied_names(sources, targets, min_pairs=1) == ["Tom", "Mary", "Paris"]
+    assert pipeline.copied_names(sources, targets, min_pairs=2) == ["Tom"]
+
+
+def test_swap_names_rewrites_both_sides_alike_and_nothing_else():
+    names = ["Tom", "Mary", "Boston"]
+    sources = [f"Tom {i} et Mary à Boston ; Tomate." for i in range(400)] + [f"Rien {i}." for i in range(100)]
+    targets = [f"Tom {i} and Mary in Boston; tomato." for i in range(400)] + [f"Nothing {i}." for i in range(100)]
+    def text(tensor):
+        return [t.decode("utf-8") for t in tensor.numpy()]
+
+    new_sources, new_targets = (text(t) for t in pipeline.swap_names(
+        tf.constant(sources), tf.constant(targets), names, probability=0.5))
+    swapped = [i for i in range(400) if new_sources[i] != sources[i]]
+    assert 150 < len(swapped) < 250  # about half of the pairs that have names
+    assert list(new_sources[400:]) == sources[400:] and list(new_targets[400:]) == targets[400:]
+    pseudo_names = set()
+    for i in range(400):
+        source = re.fullmatch(rf"(\w+) {i} et (\w+) à (\w+) ; Tomate\.", new_sources[i])
+        target = re.fullmatch(rf"(\w+) {i} and (\w+) in (\w+); tomato\.", new_targets[i])
+        assert source and target and source.groups() == target.groups()  # the same names on both sides
+        if i in swapped:
+            assert not set(source.groups()) & set(names)  # every name of the pair replaced
+            assert all(re.fullmatch(r"[A-Z][a-z]{2,6}", name) for name in source.groups())
+            pseudo_names |= set(source.groups())
+        else:
+            assert new_targets[i] == targets[i]
+    assert len(pseudo_names) >= 6  # not one name for every pair
+    # Keyed by the batch's text: the same batch gets the same names (a resumed run), another batch others.
+    assert text(pipeline.swap_names(tf.constant(sources), tf.constant(targets), names, 0.5)[0]) == new_sources
+    assert text(pipeline.swap_names(tf.constant(sources[1:]), tf.constant(targets[1:]), names, 0.5)[0]) != new_sources[1:]
+    assert text(pipeline.swap_names(tf.constant(sources), tf.constant(targets), names, 0.0)[0]) == sources
+
+
+def test_streamed_examples_swap_names_on_both_sides(tmp_path):
+    lines = [f"Tom {i} runs.\tTom {i} court." for i in range(300)]
+    path = tmp_path / "names.tsv"
+    path.write_text("\n".join(lines) + "\n")
+    alphabet = "abcdefghijklmnopqrstuvwxyz"
+    tokenizer = CharacterTokenizer.train([line.replace("\t", " ") for line in lines] + [alphabet, alphabet.upper()])
+    streamed = pipeline.examples_from_files([str(path)], tokenizer, tokenizer, 40, seed=0, carved=(),
+                                            names=["Tom"], name_swap=1.0)
+    for source, target in streamed.take(300):
+        source_text = tokenizer.detokenize(source[None]).numpy()[0].decode()
+        target_text = tokenizer.detokenize(target[None, 1:]).numpy()[0].decode()
+        name, number = re.fullmatch(r"(\w+) (\d+) runs\.", source_text).groups()
+        assert name != "Tom" and target_text == f"{name} {number} court."

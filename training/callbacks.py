@@ -1,6 +1,7 @@
 """Training callbacks: resume backups that survive a kill or a corrupt file, checkpoints, throughput, held-out scores."""
 
 import contextlib
+import dataclasses
 import errno
 import json
 import os
@@ -260,6 +261,37 @@ class HeldOutTranslation(keras.callbacks.Callback):
         for key, value in self.score(outputs, self.references).items():
             if isinstance(value, (int, float)) and key != "examples" and logs is not None:
                 logs["val_" + key] = value
+
+
+@dataclasses.dataclass(frozen=True)
+class Trained:
+    """What either trainer leaves for `keep_chosen`: where the kept epoch's and the last epochs' weights are."""
+
+    best_path: str  # the kept epoch's weights (`--select-by`); None: none kept
+    best_epoch: int  # its number, from 1; None: none kept
+    last_epochs: dict  # epoch → weights path of the last `--average-last` epochs; empty without averaging
+
+
+def keep_chosen(model, trained, before_averaging=None):
+    """What checkpoint selection and averaging chose, applied after either trainer.
+
+    The kept epoch's weights (`trained.best_path`, chosen by `--select-by`),
+    then, when `trained.last_epochs` holds two or more, their mean
+    (`--average-last`). `before_averaging()` is called on the kept epoch's
+    weights before they are averaged away (to set its score beside the
+    average's).
+
+    Returns:
+        `(averaged epoch numbers, before_averaging's result)`: `([], None)`
+        when nothing was averaged.
+    """
+    if trained.best_path and os.path.exists(trained.best_path):
+        model.load_weights(trained.best_path)
+    if len(trained.last_epochs) < 2:
+        return [], None
+    measured = before_averaging() if before_averaging else None
+    average_weights(model, [trained.last_epochs[epoch] for epoch in sorted(trained.last_epochs)])
+    return sorted(trained.last_epochs), measured
 
 
 def average_weights(model, paths):

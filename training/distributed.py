@@ -33,6 +33,7 @@ import numpy as np
 import tensorflow as tf
 
 from tf_transformer import metrics
+from training.callbacks import Trained
 
 
 def multi_worker_strategy():
@@ -125,7 +126,12 @@ def restore(checkpoint, directory, log=print):
 def fit(model, strategy, make_dataset, *, epochs, steps_per_epoch, validation_steps, work_dir,
         best_weights=None, early_stopping_patience=0, jit_compile=False, backup_every=None, log=print,
         callbacks=(), monitor="val_loss", mode="min", average_last=1):
-    """`model.fit`'s job under `strategy` with a loop of our own; returns `(history, averaged epochs)`.
+    """`model.fit`'s job under `strategy` with a loop of our own; returns `(history, callbacks.Trained)`.
+
+    Like `fit`'s path, it leaves the model at its last epoch's weights and
+    says where the kept epoch's weights (this worker's copy) and the last
+    `average_last` epochs' are: `callbacks.keep_chosen` applies them after
+    either trainer.
 
     Args:
         model: a model compiled under `strategy.scope()` (loss, optimizer).
@@ -148,9 +154,8 @@ def fit(model, strategy, make_dataset, *, epochs, steps_per_epoch, validation_st
             `callbacks.HeldOutTranslation`); they run on every worker, so
             they must not run collectives.
         monitor, mode: the log that chooses the best epoch ("min" or "max").
-        average_last: K > 1 sets the weights to the mean of the last K
-            epochs' at the end, as `fit`'s path does (each worker averages
-            its own copies: `work_dir/epochs` for the chief,
+        average_last: K > 1 keeps the last K epochs' weights for averaging
+            (each worker its own copies: `work_dir/epochs` for the chief,
             `work_dir/epochs-<task>-<id>` for the others).
     """
     if mode not in ("min", "max"):
@@ -163,7 +168,9 @@ def fit(model, strategy, make_dataset, *, epochs, steps_per_epoch, validation_st
         step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step_in_epoch")
         best = tf.Variable(np.inf, dtype=tf.float64, trainable=False, name="best_val_loss")  # sign * monitor
         waited = tf.Variable(0, dtype=tf.int64, trainable=False, name="epochs_without_improvement")
-    checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, epoch=epoch, step=step, best=best, waited=waited)
+        best_epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="best_epoch")
+    checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, epoch=epoch, step=step, best=best, waited=waited,
+                                     best_epoch=best_epoch)
     checkpoint_dir = os.path.join(work_dir, "checkpoints")
     restored = restore(checkpoint, checkpoint_dir, log)
     first_epoch, skip_steps = int(epoch.numpy()), int(step.numpy())
@@ -275,6 +282,7 @@ def fit(model, strategy, make_dataset, *, epochs, steps_per_epoch, validation_st
         improved = sign * logs[monitor] < float(best.numpy())
         if improved:
             best.assign(sign * logs[monitor])
+            best_epoch.assign(index + 1)
             waited.assign(0)
             if best_weights:
                 path = write_path(best_weights, strategy)
@@ -291,20 +299,9 @@ def fit(model, strategy, make_dataset, *, epochs, steps_per_epoch, validation_st
             break
 
     callbacks.on_train_end()
-    if best_weights:
-        path = write_path(best_weights, strategy)
-        if os.path.exists(path):
-            model.load_weights(path)
-        remove_temporary(best_weights, strategy)
-    averaged = []
-    if average_last > 1:
-        from training.callbacks import average_weights
-
-        last = int(epoch.numpy())
-        averaged = [n for n in range(max(1, last - average_last + 1), last + 1) if os.path.exists(epoch_path(n))]
-        if len(averaged) > 1:
-            average_weights(model, [epoch_path(n) for n in averaged])
-        else:
-            averaged = []
+    last = int(epoch.numpy())
+    last_epochs = {n: epoch_path(n) for n in range(max(1, last - average_last + 1), last + 1)
+                   if average_last > 1 and os.path.exists(epoch_path(n))}
     remove_temporary(os.path.join(work_dir, "logs"), strategy)
-    return history, averaged
+    best_path = write_path(best_weights, strategy) if best_weights else None
+    return history, Trained(best_path, int(best_epoch.numpy()) or None, last_epochs)

@@ -286,14 +286,17 @@ def fingerprint(corpus, tokenizers):
 
 
 def train_multi_worker(model, strategy, config, data, validation, args, work_dir, held_out_translation):
-    """`model.fit`'s part under MultiWorkerMirroredStrategy (training.distributed says why); returns the averaged epochs.
+    """`model.fit`'s part under MultiWorkerMirroredStrategy (training.distributed says why).
 
     Every worker streams its own share (`TrainingData.stream`'s input
     context: its files, or every n-th line) and runs the same number of
     steps. The loop resumes at the step its checkpoint records, the data
     continuing after it (`--backup-every` steps, as in a single process).
     It keeps the best epoch by the same rule as `train_single`
-    (`--select-by`) and averages the same last epochs (`--average-last`).
+    (`--select-by`) and the same last epochs (`--average-last`).
+
+    Returns:
+        `callbacks.Trained`, as `train_single`: for `callbacks.keep_chosen`.
     """
     select_by_score = config.select_by == "bleu"
 
@@ -316,7 +319,7 @@ def train_multi_worker(model, strategy, config, data, validation, args, work_dir
         steps_per_epoch=data.steps_per_epoch,
         validation_steps=validation_steps,
         work_dir=work_dir,
-        best_weights=os.path.join(work_dir, "best.weights.h5"),
+        best_weights=os.path.join(work_dir, BEST_WEIGHTS),
         early_stopping_patience=config.early_stopping_patience,
         jit_compile=args.jit_compile,
         backup_every=args.backup_every,
@@ -328,7 +331,11 @@ def train_multi_worker(model, strategy, config, data, validation, args, work_dir
 
 
 def train_single(model, data, validation_data, config, args, work_dir, held_out_translation):
-    """`model.fit` over the stream, resumable at any backed-up step; returns the checkpoints callback.
+    """`model.fit` over the stream, resumable at any backed-up step.
+
+    Returns:
+        `callbacks.Trained`: the kept epoch's weights and the last
+        `--average-last` epochs', for `callbacks.keep_chosen`.
 
     The backup stays until the export is published (`finish_run`): a run
     that fails or is killed while exporting resumes with the same command,
@@ -364,7 +371,9 @@ def train_single(model, data, validation_data, config, args, work_dir, held_out_
         model.fit(data.stream(first_epoch, epochs=config.epochs), validation_data=validation_data,
                   initial_epoch=first_epoch, epochs=config.epochs, steps_per_epoch=data.steps_per_epoch,
                   callbacks=callbacks, shuffle=False)
-    return checkpoints
+    last = checkpoints.state["epochs"][-config.average_last:] if config.average_last > 1 else []
+    return callbacks_lib.Trained(checkpoints.best_path, checkpoints.state["best_epoch"],
+                                 dict(zip(last, checkpoints.last(len(last)) if last else [])))
 
 
 HELD_OUT_TRANSLATED = 500  # validation sources translated after every epoch
@@ -467,7 +476,8 @@ RUN_FILE = "run.json"  # in the work dir: the options of the run whose resumable
 # Options a resumed run may change: how long it trains and where and how it writes.
 RESUMABLE_CHANGES = ("epochs", "backup_every", "export_xla", "export_dir", "work_dir", "jit_compile")
 # What a finished run leaves behind besides its TensorBoard logs (the export has the rest).
-RUN_STATE = ("backup", "checkpoints", "tokenizers", "corpus.json", "best.weights.h5", RUN_FILE)
+BEST_WEIGHTS = "best.weights.h5"  # in the work dir: the multi-worker loop's kept epoch
+RUN_STATE = ("backup", "checkpoints", "tokenizers", "corpus.json", BEST_WEIGHTS, RUN_FILE)
 
 
 def check_writable(path, what):
@@ -703,29 +713,29 @@ def train_and_evaluate(**options):
         postprocess=corpus.postprocess,
         jit_compile=args.export_xla,
     )
-    without_averaging = None
     held_out_translation = held_out_scores(translator.translate, kind, splits["validation"])
-    if multi_worker:  # ends with the best epoch's weights, or the last epochs' averaged
-        averaged = train_multi_worker(model, strategy, config, data, validation[:2], args, work_dir,
-                                      held_out_translation)
-        if averaged:
-            print(f"Averaged the weights of epochs {averaged}", flush=True)
+    # Either trainer, then the same selection and averaging (`--select-by`, `--average-last`).
+    if multi_worker:
+        trained = train_multi_worker(model, strategy, config, data, validation[:2], args, work_dir,
+                                     held_out_translation)
     else:
         validation_data = pipeline.evaluation_batches(*validation[:2], config.max_length, **data.batching)
-        checkpoints = train_single(model, data, validation_data, config, args, work_dir, held_out_translation)
-        if os.path.exists(checkpoints.best_path):
-            model.load_weights(checkpoints.best_path)
-        averaged = checkpoints.last(config.average_last)
-        if config.average_last > 1 and len(averaged) > 1:
-            # The kept epoch's score, to set beside the averaged export's.
-            without_averaging = {
-                "measured": "in the training process, greedy, with the Translator the export is made of, on the test split",
-                "kept_epoch": checkpoints.state["best_epoch"],
-                **evaluate.evaluate(kind, evaluate.translate_all(translator.translate, list(splits["test"][0])), splits["test"][1]),
-            }
-            callbacks_lib.average_weights(model, averaged)
-            without_averaging["averaged_epochs"] = checkpoints.state["epochs"][-config.average_last:]
-            print(f"Averaged the weights of epochs {without_averaging['averaged_epochs']}", flush=True)
+        trained = train_single(model, data, validation_data, config, args, work_dir, held_out_translation)
+
+    def kept_epoch_score():  # the kept epoch's score, to set beside the averaged export's
+        return {
+            "measured": "in the training process, greedy, with the Translator the export is made of, on the test split",
+            "kept_epoch": trained.best_epoch,
+            **evaluate.evaluate(kind, evaluate.translate_all(translator.translate, list(splits["test"][0])),
+                                splits["test"][1]),
+        }
+
+    averaged, without_averaging = callbacks_lib.keep_chosen(model, trained, kept_epoch_score)
+    if multi_worker:
+        distributed.remove_temporary(os.path.join(work_dir, BEST_WEIGHTS), strategy)
+    if averaged:
+        without_averaging["averaged_epochs"] = averaged
+        print(f"Averaged the weights of epochs {averaged}", flush=True)
 
     evaluation = ExportEvaluation(translator, kind, samples, splits["test"], beam=config.eval_beam_size > 1,
                                   started=started, held_out=splits.get("held_out"),

@@ -545,3 +545,28 @@ def test_streamed_examples_swap_names_on_both_sides(tmp_path):
         target_text = tokenizer.detokenize(target[None, 1:]).numpy()[0].decode()
         name, number = re.fullmatch(r"(\w+) (\d+) runs\.", source_text).groups()
         assert name != "Tom" and target_text == f"{name} {number} court."
+
+
+def test_keep_chosen_loads_the_kept_epoch_then_averages_the_last_ones(tmp_path):
+    from training.callbacks import Trained, keep_chosen
+
+    model = _tiny_model(3)
+    paths = {}
+    for epoch, value in ((1, 1.0), (2, 2.0), (3, 4.0)):
+        model.set_weights([np.full((3, 1), value, "float32"), np.full((1,), value, "float32")])
+        paths[epoch] = str(tmp_path / f"epoch-{epoch}.weights.h5")
+        model.save_weights(paths[epoch])
+    seen = []
+
+    def kept_score():  # called on the kept epoch's weights, before averaging
+        seen.append(float(model.get_weights()[0][0, 0]))
+        return "kept"
+
+    # The last epoch's weights are in the model, as either trainer leaves it.
+    averaged, measured = keep_chosen(model, Trained(paths[1], 1, {3: paths[3], 2: paths[2]}), kept_score)
+    assert averaged == [2, 3] and measured == "kept" and seen == [1.0]
+    np.testing.assert_allclose(model.get_weights()[0], 3.0)
+    # One epoch to average is no averaging: the kept epoch alone, and nothing measured.
+    assert keep_chosen(model, Trained(paths[2], 2, {3: paths[3]}), kept_score) == ([], None)
+    np.testing.assert_allclose(model.get_weights()[0], 2.0)
+    assert seen == [1.0]

@@ -21,7 +21,7 @@ import tempfile
 
 import numpy as np
 
-from training import train
+from training import run as training_run
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "stream_mixing.json")
 ANKI = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "..", "shared", "data",
@@ -31,7 +31,7 @@ ANKI = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
 def measure(dataset, batches, reverse=True, work_dir=None, **flags):
     """Per tenth of the first `batches` batches: mean real target tokens per sentence and padding."""
     work_dir = work_dir or tempfile.mkdtemp(prefix="stream-mixing-")
-    run = train.prepare_run(dataset=dataset, reverse=reverse, work_dir=work_dir, **flags)
+    run = training_run.prepare_run(dataset=dataset, reverse=reverse, work_dir=work_dir, **flags)
     stream = run.data.stream().take(batches)  # epochs on end, as fit reads them
     per_batch = []
     for inputs, labels in stream.as_numpy_iterator():

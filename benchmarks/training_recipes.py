@@ -46,10 +46,10 @@ import json, sys, time
 import keras, tensorflow as tf
 import tf_transformer
 from tf_transformer import losses, metrics, schedules
-from training import train
+from training import run as training_run
 
 options, overrides, steps, warm_up = json.loads(sys.argv[1])
-run = train.prepare_run(**options)
+run = training_run.prepare_run(**options)
 config = run.config
 model_config = tf_transformer.TransformerConfig.preset(config.preset, **{
     **config.model_overrides, **overrides, "source_vocab_size": run.tokenizers[0].vocab_size,

@@ -143,7 +143,7 @@ def test_default_job_reaches_its_score(tmp_path):
 
 
 def test_train_and_evaluate_refuses_an_unknown_option_before_any_work():
-    from training.train import train_and_evaluate
+    from training.run import train_and_evaluate
 
     with pytest.raises(TypeError, match="epoch"):
         train_and_evaluate(epoch=3)  # the flag is --epochs
@@ -151,7 +151,7 @@ def test_train_and_evaluate_refuses_an_unknown_option_before_any_work():
 
 @pytest.mark.slow
 def test_train_and_evaluate_is_the_command_without_its_flags(tmp_path):
-    from training.train import train_and_evaluate
+    from training.run import train_and_evaluate
 
     result = train_and_evaluate(preset="tiny", epochs=1, train_size=300, export_dir=str(tmp_path / "dates"))
     assert result["export"] == str(tmp_path / "dates" / "1")

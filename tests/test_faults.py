@@ -295,7 +295,7 @@ def test_a_failed_write_leaves_no_partial_file(tmp_path):
 
 
 def test_an_explicit_preset_replaces_the_configs_model_size():
-    from training import configs, train
+    from training import configs, run as train
 
     args = train.options_to_args({"dataset": TATOEBA, "preset": "tiny"})
     config, _ = train.resolve(args, configs.for_corpus("text", 16000))

@@ -38,8 +38,8 @@ Decoders, each a SavedModel written and reloaded in this run (but the first):
 * `ctranslate2_float32`, `ctranslate2_int8` (SentencePiece exports, when
   the `ctranslate2` package is installed): the same weights converted by
   `training.export_ctranslate2`, run by CTranslate2's `Translator` on the
-  CPU, greedy and beam 4 (its length penalty is `length ** 0.6`, ours GNMT's
-  `((5 + length) / 6) ** 0.6`), SentencePiece encoding and decoding in
+  CPU, greedy and beam 4 (its beam's 4 hypotheses ranked by our GNMT
+  penalty, `best_hypothesis`: its own ranks by `length ** 0.6`), SentencePiece encoding and decoding in
   Python counted in each request as the SavedModel counts its in-graph
   tokenizers. OpenNMT's own fastest CPU runtime: the peer to beat.
 
@@ -275,6 +275,17 @@ def target_tokens(tokenizer, translations):
     return int(tf.reduce_sum(tokenizer.tokenize(tf.constant(translations)).row_lengths()).numpy()) + len(translations)
 
 
+def best_hypothesis(result, alpha=0.6):
+    """A CTranslate2 result's hypothesis with the best GNMT-penalised score (`decoding.beam_search`'s rule).
+
+    Its scores are log-probabilities with the end token's; `|y|` counts it, as ours does.
+    """
+    if not result.scores:
+        return result.hypotheses[0]
+    penalised = [score / ((5 + len(tokens) + 1) / 6) ** alpha for tokens, score in zip(result.hypotheses, result.scores)]
+    return result.hypotheses[max(range(len(penalised)), key=penalised.__getitem__)]
+
+
 def ctranslate2_decoders(path, directory, max_output_length):
     """CTranslate2 float32 and int8 translators of an export's weights: `{name: texts -> array of bytes}`, or {} without CTranslate2."""
     try:
@@ -295,11 +306,14 @@ def ctranslate2_decoders(path, directory, max_output_length):
         for search, beam in (("greedy", 1), ("beam", 4)):
             def call(texts, translator=translator, source=source, target=target, beam=beam):
                 texts = [t.decode("utf-8", "replace") if isinstance(t, bytes) else t for t in texts]
+                # Beam: CTranslate2 ranks finished hypotheses by log P / |y|^α; ours by GNMT's
+                # log P / ((5 + |y|) / 6)^α. Its beam's hypotheses with their plain log-probabilities
+                # (length_penalty 0), ranked by ours, decode by our rule with its search.
                 results = translator.translate_batch(
-                    [source.encode(t, out_type=str) for t in texts], beam_size=beam,
-                    length_penalty=0.6 if beam > 1 else 1.0, max_decoding_length=max_output_length - 1,
+                    [source.encode(t, out_type=str) for t in texts], beam_size=beam, length_penalty=0,
+                    num_hypotheses=beam, return_scores=beam > 1, max_decoding_length=max_output_length - 1,
                     max_batch_size=64)
-                return np.array([target.decode(r.hypotheses[0]).encode("utf-8") if text.strip() else b""
+                return np.array([target.decode(best_hypothesis(r)).encode("utf-8") if text.strip() else b""
                                  for r, text in zip(results, texts)], dtype=object)
 
             decoders[f"ctranslate2_{quantization}_{search}"] = call

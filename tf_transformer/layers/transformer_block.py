@@ -99,18 +99,8 @@ class TransformerBlock(keras.layers.Layer):
 
     def get_config(self):
         config = super().get_config()
-        config.update(
-            {
-                "d_model": self.d_model,
-                "num_heads": self.num_heads,
-                "dff": self.dff,
-                "dropout": self.dropout,
-                "norm_first": self.norm_first,
-                "layer_norm_epsilon": self.layer_norm_epsilon,
-                "activation": keras.activations.serialize(self.activation),
-                "attention_dropout": self.attention_dropout,
-            }
-        )
+        config.update({name: getattr(self, name) for name in BLOCK_ARGUMENTS})
+        config["activation"] = keras.activations.serialize(self.activation)
         return config
 
 

@@ -5,11 +5,11 @@ We use the notation D model width (d_model).
 
 import keras
 
-from tf_transformer.checks import check_positive_int
+from tf_transformer.checks import check_positive_int, check_rate
 from tf_transformer.layers.dropout import Dropout
 from tf_transformer.layers.layer_normalization import LayerNormalization
 from tf_transformer.layers.token_and_position_embedding import TokenAndPositionEmbedding
-from tf_transformer.layers.transformer_block import BLOCK_ARGUMENTS
+from tf_transformer.layers.transformer_block import BLOCK_ARGUMENTS, BLOCK_DEFAULTS
 
 
 class TransformerStack(keras.layers.Layer):
@@ -29,13 +29,7 @@ class TransformerStack(keras.layers.Layer):
         self.num_layers = check_positive_int("num_layers", num_layers)
         self.vocab_size = check_positive_int("vocab_size", vocab_size)
         self.max_length = check_positive_int("max_length", max_length)
-        blocks = [
-            self.block_class(d_model, num_heads, dff, **block_arguments, dtype=self.dtype_policy, name=f"block_{i}")
-            for i in range(self.num_layers)
-        ]
-        # The validated values, activation serialised: what `get_config` lists.
-        self.block_config = {name: value for name, value in blocks[0].get_config().items() if name in BLOCK_ARGUMENTS}
-        self.dropout = self.block_config["dropout"]
+        self.dropout = check_rate("dropout", block_arguments.get("dropout", BLOCK_DEFAULTS["dropout"]))
         self.supports_masking = True
         if isinstance(embedding, dict):  # from `get_config`
             embedding = keras.saving.deserialize_keras_object(embedding)
@@ -48,12 +42,19 @@ class TransformerStack(keras.layers.Layer):
                 f"{embedding.vocab_size, embedding.d_model, embedding.max_length}"
             )
         self.given_embedding = embedding is not None
-        # Created in this order (embedding, dropout, blocks, norm): the order of the weights in checkpoints.
+        # Created in this order (embedding, dropout, blocks, norm): each layer draws its initialisers'
+        # and dropout's seeds from Python's generator when created, so the order fixes a seeded run's weights.
         self.embedding = embedding or TokenAndPositionEmbedding(
             vocab_size, d_model, max_length, dtype=self.dtype_policy, name="embedding"
         )
         self.embedding_dropout = Dropout(self.dropout, dtype=self.dtype_policy)
-        self.blocks = blocks
+        self.blocks = [
+            self.block_class(d_model, num_heads, dff, **block_arguments, dtype=self.dtype_policy, name=f"block_{i}")
+            for i in range(self.num_layers)
+        ]
+        # The validated values, activation serialised: what `get_config` lists.
+        self.block_config = {name: value for name, value in self.blocks[0].get_config().items()
+                             if name in BLOCK_ARGUMENTS}
         self.final_norm = (
             LayerNormalization(epsilon=self.block_config["layer_norm_epsilon"], dtype=self.dtype_policy,
                                name="final_norm")

@@ -108,6 +108,8 @@ class TransformerBlock(keras.layers.Layer):
 # `Decoder` and `Transformer` pass on (a new block argument is added to
 # `TransformerBlock` alone, and to `TransformerConfig` for the model).
 BLOCK_ARGUMENTS = tuple(inspect.signature(TransformerBlock.__init__).parameters)[1:-1]
+BLOCK_DEFAULTS = {name: parameter.default for name, parameter in inspect.signature(TransformerBlock.__init__).parameters.items()
+                  if name in BLOCK_ARGUMENTS and parameter.default is not inspect.Parameter.empty}
 
 
 def first_given(*masks):

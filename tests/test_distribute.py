@@ -10,6 +10,7 @@ import sys
 import threading
 import time
 
+import numpy as np
 import pytest
 
 MIRRORED = """
@@ -195,6 +196,24 @@ def test_two_workers_train_export_once_and_survive_a_kill(tmp_path):
     with open(os.path.join(export_dir, "2", "assets.extra", "training_config.json"), encoding="utf-8") as file:
         recorded = json.load(file)["training"]
     assert recorded["select_by"] == "bleu" and recorded["average_last"] == 5
+    # The exported weights are the mean of the chief's three epoch files, averaged here by hand.
+    import keras
+
+    import tf_transformer  # noqa: F401  registers the layers of model.keras
+
+    exported = keras.saving.load_model(os.path.join(export_dir, "2", "assets.extra", "model.keras"), compile=False)
+    epoch_files = [os.path.join(work_dir, "epochs", f"epoch-{n:04d}.weights.h5") for n in (1, 2, 3)]
+    by_hand = [np.zeros(w.shape, "float64") for w in exported.get_weights()]
+    for path in epoch_files:
+        exported.load_weights(path)
+        by_hand = [total + w for total, w in zip(by_hand, exported.get_weights())]
+    exported = keras.saving.load_model(os.path.join(export_dir, "2", "assets.extra", "model.keras"), compile=False)
+    for got, total in zip(exported.get_weights(), by_hand):
+        np.testing.assert_allclose(got, total / 3, rtol=1e-5, atol=1e-6)
+    # The kept epoch's own score sits beside the average's, as on one process.
+    with open(os.path.join(export_dir, "2", "assets.extra", "evaluation.json"), encoding="utf-8") as file:
+        without_averaging = json.load(file)["metrics"]["without_averaging"]
+    assert without_averaging["averaged_epochs"] == [1, 2, 3] and without_averaging["kept_epoch"] in (1, 2, 3)
 
 
 def test_multi_worker_without_tf_config_says_so(tmp_path):

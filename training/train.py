@@ -20,6 +20,7 @@ from training import configs  # noqa: E402
 from training.configs import CONFIGS  # noqa: E402
 from training.run import StorageError, storage_problem, train_and_evaluate  # noqa: E402
 
+
 def positive_int(text):
     value = int(text)
     if value <= 0:

@@ -29,8 +29,8 @@ class Decoder(TransformerStack):
     the cache, O(L) per step instead of the whole prefix.
 
     Args:
-        num_layers, d_model, num_heads, dff, vocab_size, max_length: as for
-            `Encoder`; `vocab_size` is the target vocabulary.
+        num_layers, d_model, num_heads, dff, vocab_size, max_length, dropout:
+            as for `Encoder`; `vocab_size` is the target vocabulary.
         embedding: an existing `TokenAndPositionEmbedding` to use (e.g. the
             encoder's, for one embedding shared by source and target);
             default: a new one. A reloaded standalone `Decoder` gets its own

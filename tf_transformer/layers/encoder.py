@@ -26,10 +26,10 @@ class Encoder(TransformerStack):
         d_model, num_heads, dff: as for `EncoderBlock`.
         vocab_size: source vocabulary size.
         max_length: the longest source sequence.
-        **kwargs: the blocks' other arguments (`dropout`, `norm_first`,
+        dropout: as for `EncoderBlock`, and on the embeddings.
+        **kwargs: the blocks' other arguments (`norm_first`,
             `layer_norm_epsilon`, `activation`, `attention_dropout`: as for
-            `EncoderBlock`; `dropout` also drops out the embeddings), and
-            base `Layer` arguments.
+            `EncoderBlock`), and base `Layer` arguments.
 
     Call arguments:
         tokens: int `[B, S]`, 0 = padding.

@@ -23,13 +23,15 @@ class TransformerStack(keras.layers.Layer):
 
     block_class = None  # EncoderBlock or DecoderBlock
 
-    def __init__(self, num_layers, d_model, num_heads, dff, vocab_size, max_length, embedding=None, **kwargs):
+    def __init__(self, num_layers, d_model, num_heads, dff, vocab_size, max_length, dropout=BLOCK_DEFAULTS["dropout"],
+                 embedding=None, **kwargs):
         block_arguments = {name: kwargs.pop(name) for name in BLOCK_ARGUMENTS if name in kwargs}
+        block_arguments["dropout"] = dropout
         super().__init__(**kwargs)
         self.num_layers = check_positive_int("num_layers", num_layers)
         self.vocab_size = check_positive_int("vocab_size", vocab_size)
         self.max_length = check_positive_int("max_length", max_length)
-        self.dropout = check_rate("dropout", block_arguments.get("dropout", BLOCK_DEFAULTS["dropout"]))
+        self.dropout = check_rate("dropout", dropout)  # the blocks' and the embeddings' dropout
         self.supports_masking = True
         if isinstance(embedding, dict):  # from `get_config`
             embedding = keras.saving.deserialize_keras_object(embedding)

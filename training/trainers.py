@@ -118,4 +118,4 @@ def train_single(model, data, validation_data, config, args, work_dir, held_out_
                   callbacks=callbacks, shuffle=False)
     last = checkpoints.state["epochs"][-config.average_last:] if config.average_last > 1 else []
     return callbacks_lib.Trained(checkpoints.best_path, checkpoints.state["best_epoch"],
-                                 dict(zip(last, checkpoints.last(len(last)) if last else [])))
+                                 {epoch: checkpoints.path(epoch) for epoch in last})

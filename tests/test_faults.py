@@ -307,19 +307,3 @@ def test_an_explicit_preset_replaces_the_configs_model_size():
     assert config.preset == "tiny" and config.model_overrides == {"share_embeddings": True, "tie_output_embedding": True}
     np.testing.assert_equal(train.resolve(train.options_to_args({"dataset": TATOEBA}), configs.for_corpus("text", 16000))[1],
                             "tsv")
-
-
-def test_mixed_precision_auto_follows_the_hardware_and_a_flag_wins(monkeypatch):
-    from training import configs, run as train
-
-    config, _ = train.resolve(train.options_to_args({"dataset": TATOEBA}), "tsv-medium")
-    assert config.mixed_precision == "auto"
-    monkeypatch.setattr(configs, "native_bfloat16", lambda: True)
-    assert configs.compute_policy(config.mixed_precision) == "mixed_bfloat16"
-    monkeypatch.setattr(configs, "native_bfloat16", lambda: False)  # emulated bfloat16 is slower than float32
-    assert configs.compute_policy(config.mixed_precision) == "float32"
-    config, _ = train.resolve(train.options_to_args({"dataset": TATOEBA, "mixed_precision": "off"}), "tsv-medium")
-    assert configs.compute_policy(config.mixed_precision) == "float32"
-    assert configs.compute_policy(configs.CONFIGS["dates"].mixed_precision) == "float32"  # the README's job: unchanged
-    with pytest.raises(ValueError, match="mixed_precision must be one of"):
-        configs.compute_policy("bf16")

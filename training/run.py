@@ -65,7 +65,6 @@ def resolve(args, corpus_config):
         "average_last": args.average_last,
         "shuffle_buffer": args.shuffle_buffer,
         "name_swap": args.name_swap,
-        "mixed_precision": args.mixed_precision,
     }
     if config.subword_nbest_size and config.tokenizer != "sentencepiece":
         raise SystemExit(f"Config {config_name!r} samples subword segmentations, which needs the sentencepiece tokenizer, "
@@ -407,6 +406,8 @@ def prepare_run(**options):
     os.makedirs(own_work_dir, exist_ok=True)
     claim_work_dir(own_work_dir, args)
     keras.utils.set_random_seed(args.seed)
+    if args.mixed_precision != "off":
+        keras.config.set_dtype_policy(f"mixed_{args.mixed_precision}")
     started = time.time()
     try:
         corpus = datasets.load(args.dataset, own_work_dir, reverse=args.reverse, seed=args.seed,
@@ -415,10 +416,6 @@ def prepare_run(**options):
     except datasets.DatasetError as error:
         raise SystemExit(str(error)) from None
     config, config_name = resolve(args, corpus.default_config())
-    # Before any model is built; the policy chosen is what training_config.json records.
-    policy = configs.compute_policy(config.mixed_precision)
-    keras.config.set_dtype_policy(policy)
-    config = dataclasses.replace(config, mixed_precision=policy.removeprefix("mixed_") if policy != "float32" else "off")
     tokenizers = make_tokenizers(config, corpus.sample, own_work_dir)
     if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
         distributed.check_same_on_every_worker(strategy, fingerprint(corpus, tokenizers), "data or vocabularies")

@@ -59,9 +59,8 @@ def build_parser():
     parser.add_argument("--work-dir", help="checkpoints, TensorBoard logs and the resume backup (default: EXPORT_DIR.work)")
     parser.add_argument("--strategy", default="auto", choices=["auto", "one-device", "mirrored", "multi-worker"],
                         help="tf.distribute strategy (auto: mirrored when several GPUs are visible)")
-    parser.add_argument("--mixed-precision", choices=configs.MIXED_PRECISIONS,
-                        help="compute dtype (float16 adds loss scaling; auto: bfloat16 where the GPU or CPU computes it "
-                             "natively); every softmax stays float32 (default: the config's)")
+    parser.add_argument("--mixed-precision", default="off", choices=["off", "bfloat16", "float16"],
+                        help="compute dtype (float16 adds loss scaling); every softmax stays float32")
     parser.add_argument("--jit-compile", action="store_true", help="compile the train step with XLA")
     parser.add_argument("--export-xla", action="store_true",
                         help="compile the exported decoding loops with XLA (faster, most on small models; "

@@ -40,9 +40,6 @@ class TrainingConfig:
     # become random pseudo-names on both sides, drawn anew every pass (`pipeline.swap_names`); 0: off.
     name_swap: float = 0.0
     shuffle_buffer: int = 16384  # examples shuffled together when a corpus is streamed from files (0: `auto_shuffle_buffer`)
-    # Compute dtype: "off" (float32), "bfloat16", "float16", or "auto": bfloat16 where the hardware multiplies
-    # it natively (`native_bfloat16`), else float32. Variables stay float32 and every softmax float32 either way.
-    mixed_precision: str = "off"
 
 
 # The model fields a named `--preset` sets; a config's overrides of these
@@ -108,7 +105,7 @@ CONFIGS = {
         # of a pass at 4,000 (the [B, T, V] logits and loss dominate a step of this small model).
         vocab_size=8000,
         shared_vocabulary=True,
-        epochs=20,  # 6.7 passes, what the hour holds in bfloat16; averaging the last 5 epochs spans the last 1.7
+        epochs=16,  # 5.3 passes, what the hour holds; averaging the last 5 epochs spans the last 1.7
         epoch_passes=1 / 3,
         # Anki writes almost every person Tom or Mary: half the pairs with a copied name get pseudo-names.
         name_swap=0.5,
@@ -120,9 +117,6 @@ CONFIGS = {
         early_stopping_patience=3,
         eval_beam_size=4,
         average_last=5,
-        # A CPU with AVX512-BF16 (this project's 2-core AMD EPYC) multiplies bfloat16 at twice the float32 rate:
-        # a step of this model takes 0.76x the time without XLA (XLA's CPU backend does not use those units).
-        mixed_precision="auto",
         shuffle_buffer=0,  # a whole pass: the shards are sorted by length, and a smaller window left an epoch's lengths drifting
     ),
 }
@@ -133,37 +127,6 @@ def for_corpus(kind, train_pairs):
     if kind == "dates":
         return "dates"
     return "tsv-medium" if train_pairs >= MEDIUM_CORPUS_PAIRS else "tsv"
-
-
-MIXED_PRECISIONS = ("off", "bfloat16", "float16", "auto")
-
-
-def native_bfloat16():
-    """Whether this machine multiplies bfloat16 natively: a GPU of compute capability 8 or more, or a CPU with AVX512-BF16 or AMX.
-
-    Elsewhere bfloat16 is emulated and slower than float32, so "auto" stays float32.
-    """
-    import tensorflow as tf
-
-    gpus = tf.config.list_physical_devices("GPU")
-    if gpus:
-        return all(tf.config.experimental.get_device_details(gpu).get("compute_capability", (0, 0)) >= (8, 0)
-                   for gpu in gpus)
-    try:
-        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as file:
-            flags = next((line.split(":", 1)[1].split() for line in file if line.startswith("flags")), [])
-    except OSError:  # not Linux: no cheap way to ask, so float32
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
-
-
-def compute_policy(mixed_precision):
-    """The Keras dtype policy for a config's `mixed_precision` ("auto" decided here, on this machine)."""
-    if mixed_precision not in MIXED_PRECISIONS:
-        raise ValueError(f"mixed_precision must be one of {MIXED_PRECISIONS}, got {mixed_precision!r}")
-    if mixed_precision == "auto":
-        mixed_precision = "bfloat16" if native_bfloat16() else "off"
-    return "float32" if mixed_precision == "off" else f"mixed_{mixed_precision}"
 
 
 def auto_shuffle_buffer(train_pairs):

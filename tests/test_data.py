@@ -468,6 +468,18 @@ def test_bucket_and_fit_rules_agree_in_python_and_in_the_graph():
     np.testing.assert_array_equal(keep.numpy(), fit)
 
 
+def test_held_out_rule_agrees_in_python_and_in_the_graph():
+    """`tsv.held_out_split` (the scan) and `tsv.trained_on_graph` (the stream's filter) on random sources, every carve."""
+    rng = np.random.default_rng(1)
+    alphabet = list("abcdefghijklmnopqrstuvwxyzéèàç ,.'?")
+    sources = ["".join(rng.choice(alphabet, rng.integers(1, 40))) for _ in range(3000)]
+    splits = [tsv.held_out_split(bucket) for bucket in tsv.hash_buckets(sources)]
+    assert {"test", "validation", "train"} <= set(splits)  # enough sources to reach every split
+    for carved in ((), ("test",), ("validation",), ("validation", "test")):
+        graph = tsv.trained_on_graph(tf.constant(sources), carved).numpy().tolist()
+        assert graph == [split not in carved for split in splits], carved
+
+
 class WordsTokenizer:
     """One id per space-separated word: token counts known exactly, for the rule tests."""
 

@@ -255,11 +255,7 @@ def examples_from_files(files, source_tokenizer, target_tokenizer, max_length, r
 
     def tokenize(batch):
         sources, targets, ok = parse_lines(batch, reverse)
-        bucket = tf.strings.to_hash_bucket_fast(sources, tsv.HASH_BUCKETS)
-        if "test" in carved:
-            ok &= bucket >= tsv.TEST_BUCKETS
-        if "validation" in carved:
-            ok &= (bucket < tsv.TEST_BUCKETS) | (bucket >= tsv.HELD_OUT_BUCKETS)
+        ok &= tsv.trained_on_graph(sources, carved)
         sources, targets = swap_names(tf.boolean_mask(sources, ok), tf.boolean_mask(targets, ok), names, name_swap)
         return _tokenized_rows(sources, targets, source_tokenizer, target_tokenizer, max_length)
 

@@ -171,6 +171,23 @@ def held_out_split(bucket):
     return "test" if bucket < TEST_BUCKETS else "validation" if bucket < HELD_OUT_BUCKETS else "train"
 
 
+def trained_on_graph(sources, carved):
+    """`held_out_split`'s rule in the graph, as the stream filters a batch: True where a source is trained on.
+
+    A source is trained on unless its bucket's split is one of `carved`
+    (`tests/test_data.py` holds the two forms to the same answers).
+    """
+    import tensorflow as tf
+
+    bucket = tf.strings.to_hash_bucket_fast(sources, HASH_BUCKETS)
+    trained = tf.ones_like(bucket, tf.bool)
+    if "test" in carved:
+        trained &= bucket >= TEST_BUCKETS
+    if "validation" in carved:
+        trained &= (bucket < TEST_BUCKETS) | (bucket >= HELD_OUT_BUCKETS)
+    return trained
+
+
 def scan(files, reverse=False, validation_size=500, test_size=1000, sample_size=1_000_000, carve=("validation", "test"),
          seed=0, chunk=8192, log=print):
     """One pass over a streamed corpus in bounded memory: counts, checks, held-out sets, tokenizer sample.

@@ -32,33 +32,28 @@ ANKI = os.path.join(ROOT, "..", "shared", "data", "anki-eng-fra-2019", "*.tsv.gz
 VARIANTS = {
     "tsv (before): 3 layers, 3,000 per side, 512 tokens": ({"config": "tsv"}, {}),
     "tsv, XLA": ({"config": "tsv", "jit_compile": True}, {}),
-    "3 layers, shared 8,000, 1,024 tokens": ({"config": "tsv-medium", "vocab_size": 8000}, {"num_layers": 3}),
-    "3 layers, shared 4,000, 1,024 tokens": ({"config": "tsv-medium"}, {"num_layers": 3}),
-    "2 layers, shared 8,000, 1,024 tokens": ({"config": "tsv-medium", "vocab_size": 8000}, {}),
-    "tsv-medium (chosen): 2 layers, shared 4,000, 1,024 tokens": ({"config": "tsv-medium"}, {}),
-    "tsv-medium, 2,048 tokens": ({"config": "tsv-medium", "batch_tokens": 2048}, {}),
-    "tsv-medium, XLA": ({"config": "tsv-medium", "jit_compile": True}, {}),
+    "3 layers, shared 8,000, 1,024 tokens": ({"config": "tsv-medium", "mixed_precision": "off"}, {"num_layers": 3}),
+    "3 layers, shared 4,000, 1,024 tokens": ({"config": "tsv-medium", "vocab_size": 4000, "mixed_precision": "off"},
+                                             {"num_layers": 3}),
+    "2 layers, shared 4,000, 1,024 tokens": ({"config": "tsv-medium", "vocab_size": 4000, "mixed_precision": "off"}, {}),
+    "tsv-medium (chosen): 2 layers, shared 8,000, 1,024 tokens, float32": (
+        {"config": "tsv-medium", "mixed_precision": "off"}, {}),
+    "tsv-medium, bfloat16": ({"config": "tsv-medium", "mixed_precision": "bfloat16"}, {}),
+    "tsv-medium, 2,048 tokens": ({"config": "tsv-medium", "batch_tokens": 2048, "mixed_precision": "off"}, {}),
+    "tsv-medium, XLA": ({"config": "tsv-medium", "jit_compile": True, "mixed_precision": "off"}, {}),
 }
 
 # Run in a child per variant, so no variant inherits another's threads or compiled functions.
 _CHILD = r"""
 import json, sys, time
+import dataclasses
 import keras, tensorflow as tf
-import tf_transformer
-from tf_transformer import losses, metrics, schedules
 from training import run as training_run
 
 options, overrides, steps, warm_up = json.loads(sys.argv[1])
 run = training_run.prepare_run(**options)
-config = run.config
-model_config = tf_transformer.TransformerConfig.preset(config.preset, **{
-    **config.model_overrides, **overrides, "source_vocab_size": run.tokenizers[0].vocab_size,
-    "target_vocab_size": run.tokenizers[1].vocab_size, "max_length": config.max_length})
-model = tf_transformer.build_transformer(model_config)
-model.compile(optimizer=schedules.paper_optimizer(model_config.d_model, config.warmup_steps, config.learning_rate_scale),
-              loss=losses.MaskedSparseCategoricalCrossentropy(label_smoothing=config.label_smoothing),
-              metrics=[metrics.MaskedAccuracy(), metrics.TargetTokens(real=True), metrics.TargetTokens(real=False)],
-              jit_compile=options.get("jit_compile", False))
+config = dataclasses.replace(run.config, model_overrides={**run.config.model_overrides, **overrides})
+model, _ = training_run.build_model(config, run.tokenizers, run.strategy, options.get("jit_compile", False))
 
 class Clock(keras.callbacks.Callback):
     def on_train_batch_end(self, batch, logs=None):

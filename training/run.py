@@ -33,7 +33,7 @@ from tf_transformer.tokenizers import CharacterTokenizer, SentencePieceTokenizer
 from training import callbacks as callbacks_lib  # noqa: E402
 from training import configs, datasets, distributed, evaluate, pipeline  # noqa: E402
 from training.configs import CONFIGS  # noqa: E402
-from training.trainers import BEST_WEIGHTS, make_strategy, train_multi_worker, train_single  # noqa: E402
+from training.trainers import make_strategy, train_multi_worker, train_single  # noqa: E402
 
 def check_dataset(args):
     """Raises SystemExit, before anything is read, when `--dataset` names nothing usable."""
@@ -307,7 +307,7 @@ RUN_FILE = "run.json"  # in the work dir: the options of the run whose resumable
 # Options a resumed run may change: how long it trains and where and how it writes.
 RESUMABLE_CHANGES = ("epochs", "backup_every", "export_xla", "export_dir", "work_dir", "jit_compile")
 # What a finished run leaves behind besides its TensorBoard logs (the export has the rest).
-RUN_STATE = ("backup", "checkpoints", "tokenizers", "corpus.json", BEST_WEIGHTS, RUN_FILE)
+RUN_STATE = ("backup", "checkpoints", "tokenizers", "corpus.json", RUN_FILE)
 
 
 def check_writable(path, what):
@@ -466,6 +466,34 @@ def writing(directory):
         raise StorageError(problem) from None
 
 
+def build_model(config, tokenizers, strategy, jit_compile=False):
+    """The model the config describes, sized to the tokenizers' vocabularies, compiled for training under `strategy`.
+
+    Returns `(model, its TransformerConfig)`. Both trainers take it as it is:
+    the paper's optimizer and schedule, the label-smoothed masked loss, and
+    the metrics `callbacks.Throughput` reads.
+    """
+    source_tokenizer, target_tokenizer = tokenizers
+    model_config = tf_transformer.TransformerConfig.preset(
+        config.preset,
+        **{
+            **config.model_overrides,
+            "source_vocab_size": source_tokenizer.vocab_size,
+            "target_vocab_size": target_tokenizer.vocab_size,
+            "max_length": config.max_length,
+        },
+    )
+    with strategy.scope():
+        model = tf_transformer.build_transformer(model_config)
+        model.compile(
+            optimizer=schedules.paper_optimizer(model_config.d_model, config.warmup_steps, config.learning_rate_scale),
+            loss=losses.MaskedSparseCategoricalCrossentropy(label_smoothing=config.label_smoothing),
+            metrics=[metrics.MaskedAccuracy(), metrics.TargetTokens(real=True), metrics.TargetTokens(real=False)],
+            jit_compile=jit_compile,
+        )
+    return model, model_config
+
+
 def train_and_evaluate(**options):
     """Trains, evaluates through the reloaded export and exports; what the command line runs.
 
@@ -503,23 +531,7 @@ def train_and_evaluate(**options):
         flush=True,
     )
 
-    model_config = tf_transformer.TransformerConfig.preset(
-        config.preset,
-        **{
-            **config.model_overrides,
-            "source_vocab_size": source_tokenizer.vocab_size,
-            "target_vocab_size": target_tokenizer.vocab_size,
-            "max_length": config.max_length,
-        },
-    )
-    with strategy.scope():
-        model = tf_transformer.build_transformer(model_config)
-        model.compile(
-            optimizer=schedules.paper_optimizer(model_config.d_model, config.warmup_steps, config.learning_rate_scale),
-            loss=losses.MaskedSparseCategoricalCrossentropy(label_smoothing=config.label_smoothing),
-            metrics=[metrics.MaskedAccuracy(), metrics.TargetTokens(real=True), metrics.TargetTokens(real=False)],
-            jit_compile=args.jit_compile,
-        )
+    model, model_config = build_model(config, run.tokenizers, strategy, args.jit_compile)
     print(f"Model: {model.count_params():,} parameters ({model_config}); work dir {work_dir}", flush=True)
 
     kind, samples = corpus.kind, corpus.samples
@@ -546,8 +558,6 @@ def train_and_evaluate(**options):
         }
 
     averaged, without_averaging = callbacks_lib.keep_chosen(model, trained, kept_epoch_score)
-    if multi_worker:
-        distributed.remove_temporary(os.path.join(work_dir, BEST_WEIGHTS), strategy)
     if averaged:
         without_averaging["averaged_epochs"] = averaged
         print(f"Averaged the weights of epochs {averaged}", flush=True)

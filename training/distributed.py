@@ -7,13 +7,13 @@ reduction of the scalar logs fails; reproduced with two localhost workers).
 `fit` is kept for every other strategy. This loop does fit's job with the
 same parts: the compiled model, its loss, optimizer (learning-rate schedule
 included) and `metrics.masked_hits` (MaskedAccuracy's count), the same input
-pipeline, the same `Epoch N/M` progress lines, the same callbacks for what
-`fit` logs each epoch (the held-out BLEU or exact match of `--select-by
-bleu`), best weights on `val_loss` or that score, early stopping, the last
-epochs' weights averaged (`--average-last`), TensorBoard scalars, and `tf.train.CheckpointManager` in
-place of `callbacks.StepBackup` (a checkpoint every `backup_every` steps and
-at each epoch's end; it resumes mid-epoch, at the step its checkpoint records,
-the data continuing after what was trained).
+pipeline, and the same callbacks in the same order, with `fit`'s progress
+bar and history (`trainers.training_callbacks`: held-out scores, throughput,
+epoch checkpoints with the kept epoch and early stopping, TensorBoard).
+Only the resume backup is its own: `tf.train.CheckpointManager` in place of
+`callbacks.StepBackup`, because saving is collective here (a backup every
+`backup_every` steps and at each epoch's end; it resumes mid-epoch, at the
+step it records, the data continuing after what was trained).
 
 Workers write only their own files, as TensorFlow's multi-worker guide
 prescribes: the chief writes the real paths; any other worker writes a
@@ -33,7 +33,6 @@ import numpy as np
 import tensorflow as tf
 
 from tf_transformer import metrics
-from training.callbacks import Trained
 
 
 def multi_worker_strategy():
@@ -123,15 +122,19 @@ def restore(checkpoint, directory, log=print):
     )
 
 
-def fit(model, strategy, make_dataset, *, epochs, steps_per_epoch, validation_steps, work_dir,
-        best_weights=None, early_stopping_patience=0, jit_compile=False, backup_every=None, log=print,
-        callbacks=(), monitor="val_loss", mode="min", average_last=1):
-    """`model.fit`'s job under `strategy` with a loop of our own; returns `(history, callbacks.Trained)`.
+def fit(model, strategy, make_dataset, *, epochs, steps_per_epoch, validation_steps, backup_dir, callbacks=(),
+        jit_compile=False, backup_every=None, log=print):
+    """`model.fit`'s job under `strategy` with a loop of our own, driving the same callbacks; returns the `History`.
 
-    Like `fit`'s path, it leaves the model at its last epoch's weights and
-    says where the kept epoch's weights (this worker's copy) and the last
-    `average_last` epochs' are: `callbacks.keep_chosen` applies them after
-    either trainer.
+    The loop does what `fit` does and no more: the steps, the validation
+    loss and accuracy, and the callbacks' hooks in `fit`'s order, with
+    `fit`'s progress bar and history added. So the epoch checkpoints, the
+    kept epoch, early stopping (`model.stop_training`), the held-out scores,
+    the throughput and TensorBoard are the very callbacks `train_single`
+    hands `fit` (`trainers.training_callbacks`). What it keeps itself is the
+    resume backup: saving under this strategy is collective, so every
+    worker must save at the same step, which `callbacks.StepBackup`'s timer
+    cannot promise.
 
     Args:
         model: a model compiled under `strategy.scope()` (loss, optimizer).
@@ -139,45 +142,32 @@ def fit(model, strategy, make_dataset, *, epochs, steps_per_epoch, validation_st
             -> tf.data.Dataset` of this worker's share, endless, batched per
             replica (see `pipeline.examples_from_files`' `input_context`);
             training data from step `skip_steps` of `first_epoch` on.
-        backup_every: a checkpoint every this many steps within an epoch
-            (default: a quarter of an epoch, at most 500 steps) and at each
-            epoch's end. Steps, not minutes: every worker must save at the
-            same step, since saving is collective.
         steps_per_epoch, validation_steps: steps every worker runs, the
             same on all of them (an uneven number would leave a worker
             waiting on a collective for ever).
-        work_dir: checkpoints in `work_dir/checkpoints`, scalars in
-            `work_dir/logs` (the chief's; other workers write twins and
-            delete them).
-        callbacks: Keras callbacks whose `on_epoch_end` adds scores to the
-            epoch's logs before the best epoch is chosen (e.g.
-            `callbacks.HeldOutTranslation`); they run on every worker, so
-            they must not run collectives.
-        monitor, mode: the log that chooses the best epoch ("min" or "max").
-        average_last: K > 1 keeps the last K epochs' weights for averaging
-            (each worker its own copies: `work_dir/epochs` for the chief,
-            `work_dir/epochs-<task>-<id>` for the others).
+        backup_dir: the resume backup (`tf.train.CheckpointManager`; the
+            chief's, other workers write a twin and delete it). Every worker
+            resumes from the chief's, at the step it records.
+        callbacks: Keras callbacks, run on every worker in this order; they
+            must not run collectives, and whatever they write must be each
+            worker's own (`write_path`).
+        backup_every: a backup every this many steps within an epoch
+            (default: a quarter of an epoch, at most 500 steps) and at each
+            epoch's end. Steps, not minutes: every worker must save at the
+            same step, since saving is collective.
     """
-    if mode not in ("min", "max"):
-        raise ValueError(f"mode must be 'min' or 'max', got {mode!r}")
-    sign = 1.0 if mode == "min" else -1.0  # `best` holds sign * the monitored value: lower is better
     optimizer, loss_fn = model.optimizer, model.loss
     with strategy.scope():
         optimizer.build(model.trainable_variables)
         epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
         step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step_in_epoch")
-        best = tf.Variable(np.inf, dtype=tf.float64, trainable=False, name="best_val_loss")  # sign * monitor
-        waited = tf.Variable(0, dtype=tf.int64, trainable=False, name="epochs_without_improvement")
-        best_epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="best_epoch")
-    checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, epoch=epoch, step=step, best=best, waited=waited,
-                                     best_epoch=best_epoch)
-    checkpoint_dir = os.path.join(work_dir, "checkpoints")
-    restored = restore(checkpoint, checkpoint_dir, log)
+    checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, epoch=epoch, step=step)
+    restored = restore(checkpoint, backup_dir, log)
     first_epoch, skip_steps = int(epoch.numpy()), int(step.numpy())
     if restored:
         log(f"Resuming from the backup at epoch {first_epoch + 1}, step {skip_steps} ({restored})")
     every = backup_every or max(1, min(500, steps_per_epoch // 4))
-    manager = tf.train.CheckpointManager(checkpoint, write_path(checkpoint_dir, strategy), max_to_keep=2)
+    manager = tf.train.CheckpointManager(checkpoint, write_path(backup_dir, strategy), max_to_keep=2)
 
     # The stream continues after the restored step (`pipeline.training_stream`).
     train = strategy.distribute_datasets_from_function(
@@ -189,7 +179,8 @@ def fit(model, strategy, make_dataset, *, epochs, steps_per_epoch, validation_st
             logits = model(x, training=True)
             loss = loss_fn(y, logits)  # already divided by the real tokens of all replicas
             scaled = optimizer.scale_loss(loss) if hasattr(optimizer, "scale_loss") else loss
-        return loss, tape.gradient(scaled, model.trainable_variables), metrics.masked_hits(y, logits)
+        positions = tf.cast(tf.size(y), tf.float32)  # what `metrics.TargetTokens(real=False)` counts under `fit`
+        return loss, tape.gradient(scaled, model.trainable_variables), (*metrics.masked_hits(y, logits), positions)
 
     def evaluate(x, y):
         logits = model(x, training=False)
@@ -202,9 +193,9 @@ def fit(model, strategy, make_dataset, *, epochs, steps_per_epoch, validation_st
         evaluate = tf.function(evaluate, jit_compile=True)
 
     def train_replica(inputs):
-        loss, grads, hits = gradients(*inputs)
+        loss, grads, counts = gradients(*inputs)
         optimizer.apply_gradients(zip(grads, model.trainable_variables))  # all-reduces across workers
-        return (loss, *hits)
+        return (loss, *counts)
 
     def validation_replica(inputs):
         loss, hits = evaluate(*inputs)
@@ -223,85 +214,37 @@ def fit(model, strategy, make_dataset, *, epochs, steps_per_epoch, validation_st
     train_step = distributed(train_replica, train.element_spec)
     validation_step = distributed(validation_replica, validation.element_spec)
     train_iterator, validation_iterator = iter(train), iter(validation)
-    # The TensorBoard logs come from Keras's own callback, as under `fit` (train/ and validation/ runs).
-    # Checkpoints, the best weights and early stopping stay in this loop: their state must be
-    # in the checkpoint (Keras's callbacks keep it in Python) and written by every worker.
-    # Called directly, not through a CallbackList, which hands each callback a copy of the logs: the scores
-    # they add must reach the loop's logs.
-    score_callbacks = list(callbacks)
-    for callback in score_callbacks:
-        callback.set_model(model)
-    callbacks = keras.callbacks.CallbackList(
-        [keras.callbacks.TensorBoard(write_path(os.path.join(work_dir, "logs"), strategy))], model=model
-    )
-    # Each worker's own copies of the last epochs, for averaging: kept like the checkpoints, so that a job
-    # resumed for more epochs averages the same epochs on every worker.
-    task_type, task_id = task_of(strategy)
-    epochs_dir = os.path.join(work_dir, "epochs" if is_chief(strategy) else f"epochs-{task_type}-{task_id}")
-
-    def epoch_path(number):
-        return os.path.join(epochs_dir, f"epoch-{number:04d}.weights.h5")
-    callbacks.on_train_begin()
-    history = {"loss": [], "masked_accuracy": [], "val_loss": [], "val_masked_accuracy": []}
-
+    hooks = keras.callbacks.CallbackList(list(callbacks), add_history=True, add_progbar=True, model=model,
+                                         verbose=1, epochs=epochs, steps=steps_per_epoch)
+    model.stop_training = False
+    hooks.on_train_begin()
     for index in range(first_epoch, epochs):
-        callbacks.on_epoch_begin(index)
-        log(f"Epoch {index + 1}/{epochs}")
         start = skip_steps if index == first_epoch else 0
-        progress = keras.utils.Progbar(steps_per_epoch - start, stateful_metrics=["loss", "masked_accuracy"])
-        totals = np.zeros(3)
+        # A resumed epoch's bar counts the steps left, as `fit` resumed for them does (`trainers.train_single`).
+        hooks.set_params({"verbose": 1, "epochs": epochs, "steps": steps_per_epoch - start})
+        hooks.on_epoch_begin(index)
+        loss, hits, real, positions = 0.0, 0.0, 0.0, 0.0
         for done, number in enumerate(range(start, steps_per_epoch), start=1):
-            loss, hits, count = train_step(next(train_iterator))
-            totals += [float(loss), float(hits), float(count)]
-            if number + 1 < steps_per_epoch:
-                progress.update(done, [("loss", totals[0] / done), ("masked_accuracy", totals[1] / totals[2])])
-                if (number + 1) % every == 0:
-                    step.assign(number + 1)
-                    manager.save()  # collective: every worker saves at this same step
-                    remove_temporary(checkpoint_dir, strategy)
-        logs = {"loss": totals[0] / max(steps_per_epoch - start, 1), "masked_accuracy": totals[1] / max(totals[2], 1.0)}
+            values = [float(v) for v in train_step(next(train_iterator))]
+            loss, hits, real, positions = loss + values[0], hits + values[1], real + values[2], positions + values[3]
+            # The epoch's running means and sums, as `fit`'s metrics give them (`callbacks.Throughput` reads the sums).
+            hooks.on_train_batch_end(done - 1, {"loss": loss / done, "masked_accuracy": hits / max(real, 1.0),
+                                                "real_tokens": real, "target_positions": positions})
+            if number + 1 < steps_per_epoch and (number + 1) % every == 0:
+                step.assign(number + 1)
+                manager.save()  # collective: every worker saves at this same step
+                remove_temporary(backup_dir, strategy)
+        logs = {"loss": loss / max(steps_per_epoch - start, 1), "masked_accuracy": hits / max(real, 1.0)}
         totals = np.zeros(3)
         for _ in range(validation_steps):
             totals += [float(v) for v in validation_step(next(validation_iterator))]
         logs.update(val_loss=totals[0] / validation_steps, val_masked_accuracy=totals[1] / max(totals[2], 1.0))
-        for callback in score_callbacks:
-            callback.on_epoch_end(index, logs)  # adds its scores to `logs`
-        callbacks.on_epoch_end(index, logs)
-        progress.update(steps_per_epoch - start, list(logs.items()), finalize=True)
-        for key, value in logs.items():
-            history.setdefault(key, []).append(value)
-        if monitor not in logs:
-            raise KeyError(f"The best epoch is chosen by {monitor!r}, which the epoch's logs lack: {sorted(logs)}")
-        if average_last > 1:
-            os.makedirs(epochs_dir, exist_ok=True)
-            model.save_weights(epoch_path(index + 1))
-            for old in range(1, index + 2 - average_last):
-                with contextlib.suppress(FileNotFoundError):
-                    os.remove(epoch_path(old))
-
-        improved = sign * logs[monitor] < float(best.numpy())
-        if improved:
-            best.assign(sign * logs[monitor])
-            best_epoch.assign(index + 1)
-            waited.assign(0)
-            if best_weights:
-                path = write_path(best_weights, strategy)
-                os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-                model.save_weights(path)
-        else:
-            waited.assign_add(1)
+        hooks.on_epoch_end(index, logs)
         epoch.assign(index + 1)
         step.assign(0)
         manager.save()  # every worker saves (the save may need them all); only the chief's stays
-        remove_temporary(checkpoint_dir, strategy)
-        if early_stopping_patience and int(waited.numpy()) >= early_stopping_patience:
-            log(f"Early stopping: {monitor} has not improved for {early_stopping_patience} epochs")
+        remove_temporary(backup_dir, strategy)
+        if model.stop_training:
             break
-
-    callbacks.on_train_end()
-    last = int(epoch.numpy())
-    last_epochs = {n: epoch_path(n) for n in range(max(1, last - average_last + 1), last + 1)
-                   if average_last > 1 and os.path.exists(epoch_path(n))}
-    remove_temporary(os.path.join(work_dir, "logs"), strategy)
-    best_path = write_path(best_weights, strategy) if best_weights else None
-    return history, Trained(best_path, int(best_epoch.numpy()) or None, last_epochs)
+    hooks.on_train_end()
+    return model.history

@@ -1,10 +1,12 @@
 """The two trainers behind one interface: `model.fit` (`train_single`), and the multi-worker loop Keras's `fit` cannot run (`train_multi_worker`; keras-team/keras#20585).
 
 Both take the model, the run's `TrainingData`, config and options, the
-work dir and the held-out translation callback; both resume mid-epoch from
-their backups, keep the best epoch by `--select-by` and the last
-`--average-last` epochs, and return `callbacks.Trained`, which
-`callbacks.keep_chosen` applies the same way after either.
+work dir and the held-out translation callback; both run one callback list
+(`training_callbacks`: held-out scores, throughput, the epoch checkpoints
+that keep the best epoch by `--select-by` and the last `--average-last`
+epochs, TensorBoard), resume mid-epoch from their backups, and return
+`callbacks.Trained` from those checkpoints, which `callbacks.keep_chosen`
+applies the same way after either.
 """
 
 import os
@@ -14,9 +16,6 @@ import tensorflow as tf
 
 from training import callbacks as callbacks_lib
 from training import distributed, pipeline
-
-BEST_WEIGHTS = "best.weights.h5"  # in the work dir: the multi-worker loop's kept epoch
-
 
 def make_strategy(name):
     """The tf.distribute strategy; `auto` is mirrored over several GPUs, else Keras's default."""
@@ -30,20 +29,58 @@ def make_strategy(name):
     return tf.distribute.get_strategy()  # the default: no distribution wrapper around the data
 
 
+def epoch_checkpoints(config, directory, held_out_translation):
+    """Every epoch's weights (the last `--average-last`), the kept epoch by `--select-by`, and early stopping."""
+    select_by_score = config.select_by == "bleu"
+    return callbacks_lib.EpochCheckpoints(
+        directory,
+        monitor=held_out_translation.monitor if select_by_score else "val_loss",
+        mode="max" if select_by_score else "min",
+        keep=config.average_last, patience=config.early_stopping_patience,
+    )
+
+
+def training_callbacks(held_out_translation, checkpoints, logs_dir, backup=None):
+    """The one callback list both trainers run, in this order.
+
+    Order matters: the held-out scores and the throughput enter an epoch's
+    logs before the checkpoints (which choose the kept epoch by them), the
+    backup and TensorBoard read them; the progress bar, added by `fit` or
+    the loop, comes last.
+    """
+    return [held_out_translation, callbacks_lib.Throughput(), checkpoints, *([backup] if backup else []),
+            keras.callbacks.TensorBoard(logs_dir)]
+
+
+def stopped_early(checkpoints, config):
+    """Whether the run had stopped early before it was killed (then it is not trained further)."""
+    return bool(config.early_stopping_patience) and checkpoints.state["wait"] >= config.early_stopping_patience
+
+
+def trained(checkpoints, config):
+    """`callbacks.Trained` from the epoch checkpoints: the kept epoch and the last `--average-last` epochs."""
+    last = checkpoints.state["epochs"][-config.average_last:] if config.average_last > 1 else []
+    return callbacks_lib.Trained(checkpoints.best_path, checkpoints.state["best_epoch"],
+                                 {epoch: checkpoints.path(epoch) for epoch in last})
+
+
 def train_multi_worker(model, strategy, config, data, validation, args, work_dir, held_out_translation):
     """`model.fit`'s part under MultiWorkerMirroredStrategy (training.distributed says why).
 
     Every worker streams its own share (`TrainingData.stream`'s input
     context: its files, or every n-th line) and runs the same number of
-    steps. The loop resumes at the step its checkpoint records, the data
-    continuing after it (`--backup-every` steps, as in a single process).
-    It keeps the best epoch by the same rule as `train_single`
-    (`--select-by`) and the same last epochs (`--average-last`).
+    steps, with the callbacks `train_single` gives `fit`. Each worker keeps
+    its own epoch checkpoints (the chief's in `work_dir/checkpoints`, the
+    others' beside them), so every worker chooses, stops and averages alike;
+    the loop resumes at the step its backup records.
 
     Returns:
         `callbacks.Trained`, as `train_single`: for `callbacks.keep_chosen`.
     """
-    select_by_score = config.select_by == "bleu"
+    task_type, task_id = distributed.task_of(strategy)
+    checkpoints = epoch_checkpoints(config, os.path.join(
+        work_dir, "checkpoints" if distributed.is_chief(strategy) else f"checkpoints-{task_type}-{task_id}"),
+        held_out_translation)
 
     def make_dataset(split, input_context, first_epoch=0, skip_steps=0):
         replicas = strategy.num_replicas_in_sync
@@ -58,21 +95,20 @@ def train_multi_worker(model, strategy, config, data, validation, args, work_dir
     validation_steps = pipeline.steps_for_one_pass(
         validation[0].row_lengths().numpy(), validation[1].row_lengths().numpy(), int(validation[0].nrows()),
         config.max_length, **data.batching)[0]
-    return distributed.fit(
-        model, strategy, make_dataset,
-        epochs=config.epochs,
-        steps_per_epoch=data.steps_per_epoch,
-        validation_steps=validation_steps,
-        work_dir=work_dir,
-        best_weights=os.path.join(work_dir, BEST_WEIGHTS),
-        early_stopping_patience=config.early_stopping_patience,
-        jit_compile=args.jit_compile,
-        backup_every=args.backup_every,
-        callbacks=[held_out_translation],
-        monitor=held_out_translation.monitor if select_by_score else "val_loss",
-        mode="max" if select_by_score else "min",
-        average_last=config.average_last,
-    )[1]
+    if not stopped_early(checkpoints, config):
+        distributed.fit(
+            model, strategy, make_dataset,
+            epochs=config.epochs,
+            steps_per_epoch=data.steps_per_epoch,
+            validation_steps=validation_steps,
+            backup_dir=os.path.join(work_dir, "backup"),
+            callbacks=training_callbacks(held_out_translation, checkpoints,
+                                         distributed.write_path(os.path.join(work_dir, "logs"), strategy)),
+            jit_compile=args.jit_compile,
+            backup_every=args.backup_every,
+        )
+        distributed.remove_temporary(os.path.join(work_dir, "logs"), strategy)
+    return trained(checkpoints, config)
 
 
 def train_single(model, data, validation_data, config, args, work_dir, held_out_translation):
@@ -88,20 +124,10 @@ def train_single(model, data, validation_data, config, args, work_dir, held_out_
     """
     backup = callbacks_lib.StepBackup(os.path.join(work_dir, "backup"), every_steps=args.backup_every)
     first_epoch, skip_steps = backup.restore(model)
-    select_by_score = config.select_by == "bleu"
-    checkpoints = callbacks_lib.EpochCheckpoints(
-        os.path.join(work_dir, "checkpoints"),
-        monitor=held_out_translation.monitor if select_by_score else "val_loss",
-        mode="max" if select_by_score else "min",
-        keep=config.average_last, patience=config.early_stopping_patience,
-    )
-    # Order matters: scores and rates enter the logs before the checkpoints,
-    # the backup and TensorBoard read them (the progress bar comes last).
-    callbacks = [held_out_translation, callbacks_lib.Throughput(), checkpoints, backup,
-                 keras.callbacks.TensorBoard(os.path.join(work_dir, "logs"))]
-    if checkpoints.state["wait"] and config.early_stopping_patience and \
-            checkpoints.state["wait"] >= config.early_stopping_patience:
-        first_epoch = config.epochs  # it had stopped early before the kill
+    checkpoints = epoch_checkpoints(config, os.path.join(work_dir, "checkpoints"), held_out_translation)
+    callbacks = training_callbacks(held_out_translation, checkpoints, os.path.join(work_dir, "logs"), backup)
+    if stopped_early(checkpoints, config):
+        first_epoch = config.epochs
     if first_epoch >= config.epochs and (first_epoch or skip_steps):
         print(f"Training had finished before (epoch {checkpoints.state['epochs'][-1] if checkpoints.state['epochs'] else first_epoch}"
               f" of {config.epochs}); evaluating and exporting its weights.", flush=True)
@@ -116,6 +142,4 @@ def train_single(model, data, validation_data, config, args, work_dir, held_out_
         model.fit(data.stream(first_epoch, epochs=config.epochs), validation_data=validation_data,
                   initial_epoch=first_epoch, epochs=config.epochs, steps_per_epoch=data.steps_per_epoch,
                   callbacks=callbacks, shuffle=False)
-    last = checkpoints.state["epochs"][-config.average_last:] if config.average_last > 1 else []
-    return callbacks_lib.Trained(checkpoints.best_path, checkpoints.state["best_epoch"],
-                                 {epoch: checkpoints.path(epoch) for epoch in last})
+    return trained(checkpoints, config)

@@ -17,7 +17,7 @@ import tensorflow as tf
 
 from conftest import ROOT, TATOEBA, kill_when, run_module
 from tf_transformer import export as export_lib
-from training import callbacks, pipeline, tsv
+from training import callbacks, tsv
 
 
 def one_line_error(result, *fragments):
@@ -98,20 +98,20 @@ def test_byte_order_mark_and_crlf_read_alike_in_python_and_the_graph(tmp_path):
     sources, targets, _ = tsv.read_pairs(str(path))
     assert sources == ["Run!", "Hi."] and targets == ["Cours !", "Salut."]
     lines = tf.data.TextLineDataset(str(path)).batch(8).get_single_element()
-    graph_sources, graph_targets, ok = pipeline.parse_lines(lines)
+    graph_sources, graph_targets, ok = tsv.parse_lines(lines)
     assert [s.decode() for s in graph_sources.numpy()] == sources and ok.numpy().all()
     # So the sentence has one hash, one split, whichever reader met it.
     assert tsv.hash_buckets(sources) == tf.strings.to_hash_bucket_fast(graph_sources, tsv.HASH_BUCKETS).numpy().tolist()
 
 
 def test_tsv_line_rule_python_and_graph_agree_on_random_lines():
-    """`tsv.parse_line` and `pipeline.parse_lines` on a few hundred random lines: tabs, blanks, CR, no-break spaces."""
+    """`tsv.parse_line` and `tsv.parse_lines` on a few hundred random lines: tabs, blanks, CR, no-break spaces."""
     rng = random.Random(0)
     pieces = ["a", "Va !", " ", "\t", "\r", "\u00a0", "\u202f", "é", "", "x y", "\ufeff", "  z  "]
     lines = ["".join(rng.choice(pieces) for _ in range(rng.randint(0, 8))) for _ in range(400)]
     lines = [line.replace("\n", "") for line in lines]
     for reverse in (False, True):
-        sources, targets, ok = pipeline.parse_lines(tf.constant(lines), reverse=reverse)
+        sources, targets, ok = tsv.parse_lines(tf.constant(lines), reverse=reverse)
         for line, source, target, good in zip(lines, sources.numpy(), targets.numpy(), ok.numpy()):
             expected = tsv.parse_line(line[1:] if line.startswith(tsv.BOM) else line, reverse)
             assert bool(good) == (expected is not None), repr(line)

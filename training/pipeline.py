@@ -204,17 +204,6 @@ def swap_names(sources, targets, names, probability, groups=4):
     return sources, targets
 
 
-def parse_lines(lines, reverse=False):
-    """`(sources, targets, ok)` of a batch of TSV lines, in the graph: `tsv.parse_line`'s rule."""
-    lines = tf.strings.regex_replace(tf.strings.regex_replace(lines, "\r$", ""), "^\ufeff", "")  # CRLF, a byte-order mark
-    columns = tf.strings.split(lines, "\t")
-    padded = columns[:, :2].to_tensor("")  # a line without a tab has one column: pad it to two
-    padded = tf.pad(padded, [[0, 0], [0, 2 - tf.shape(padded)[1]]])
-    first, second = tf.strings.strip(padded[:, 0]), tf.strings.strip(padded[:, 1])
-    ok = (tf.strings.length(first) > 0) & (tf.strings.length(second) > 0)
-    return (second, first, ok) if reverse else (first, second, ok)
-
-
 def examples_from_files(files, source_tokenizer, target_tokenizer, max_length, reverse=False, seed=0,
                         skip_lines=0, input_context=None, carved=("validation", "test"), cycle_length=8, chunk=256,
                         names=(), name_swap=0.0):
@@ -254,7 +243,7 @@ def examples_from_files(files, source_tokenizer, target_tokenizer, max_length, r
     lines = lines.skip(skip_lines)
 
     def tokenize(batch):
-        sources, targets, ok = parse_lines(batch, reverse)
+        sources, targets, ok = tsv.parse_lines(batch, reverse)
         ok &= tsv.trained_on_graph(sources, carved)
         sources, targets = swap_names(tf.boolean_mask(sources, ok), tf.boolean_mask(targets, ok), names, name_swap)
         return _tokenized_rows(sources, targets, source_tokenizer, target_tokenizer, max_length)

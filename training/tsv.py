@@ -92,7 +92,7 @@ def read_lines(path):
 def parse_line(line, reverse=False):
     """`(source, target)` of one line, or None when it has fewer than two non-empty columns.
 
-    The same rule as the streamed pipeline's in-graph `pipeline.parse_lines`
+    The same rule as the streamed pipeline's in-graph `parse_lines` below
     (tests/test_data.py checks that they agree): ASCII whitespace stripped,
     as `tf.strings.strip` does — Python's `str.strip` would also strip the
     no-break spaces French puts before "?", and then the held-out hash of
@@ -103,6 +103,19 @@ def parse_line(line, reverse=False):
         return None
     source, target = columns[0].strip(ASCII_SPACE), columns[1].strip(ASCII_SPACE)
     return (target, source) if reverse else (source, target)
+
+
+def parse_lines(lines, reverse=False):
+    """`(sources, targets, ok)` of a batch of TSV lines, in the graph (the stream's parser): `parse_line`'s rule."""
+    import tensorflow as tf
+
+    lines = tf.strings.regex_replace(tf.strings.regex_replace(lines, "\r$", ""), "^\ufeff", "")  # CRLF, a byte-order mark
+    columns = tf.strings.split(lines, "\t")
+    padded = columns[:, :2].to_tensor("")  # a line without a tab has one column: pad it to two
+    padded = tf.pad(padded, [[0, 0], [0, 2 - tf.shape(padded)[1]]])
+    first, second = tf.strings.strip(padded[:, 0]), tf.strings.strip(padded[:, 1])
+    ok = (tf.strings.length(first) > 0) & (tf.strings.length(second) > 0)
+    return (second, first, ok) if reverse else (first, second, ok)
 
 
 def iter_pairs(path, reverse=False, malformed=None):

@@ -157,9 +157,9 @@ def epochs_started(output):
 @pytest.mark.slow
 def test_two_workers_train_export_once_and_survive_a_kill(tmp_path):
     export_dir, work_dir = str(tmp_path / "dates"), str(tmp_path / "dates.work")
-    # --select-by bleu and the dates config's --average-last 5, as `fit`'s path honours them.
+    # --select-by bleu and --average-last 2, as `fit`'s path honours them (tests/test_trainers.py: the same rule).
     arguments = ["--strategy", "multi-worker", "--preset", "tiny", "--train-size", "3000", "--select-by", "bleu",
-                 "--export-dir", export_dir, "--work-dir", work_dir]
+                 "--average-last", "2", "--export-dir", export_dir, "--work-dir", work_dir]
     codes, outputs = run_workers([*arguments, "--epochs", "1"])
     assert codes == [0, 0], "\n----\n".join(o[-3000:] for o in outputs)
     assert sorted(os.listdir(export_dir)) == ["1"]  # one export: the chief's
@@ -191,31 +191,31 @@ def test_two_workers_train_export_once_and_survive_a_kill(tmp_path):
     assert sorted(os.listdir(export_dir)) == ["1", "2"]
     assert not [p for p in tmp_path.rglob("*") if "workertemp" in p.name]
     # Each epoch was judged by its held-out exact match, the same on both workers, and the export is the
-    # mean of the three epochs' weights, as its record says.
+    # mean of the last two epochs' weights, as its record says.
     for output in outputs:
         assert "val_exact_match" in last_epoch_line(output)
-        assert "Averaged the weights of epochs [1, 2, 3]" in output, output[-3000:]
+        assert "Averaged the weights of epochs [2, 3]" in output, output[-3000:]
     with open(os.path.join(export_dir, "2", "assets.extra", "training_config.json"), encoding="utf-8") as file:
         recorded = json.load(file)["training"]
-    assert recorded["select_by"] == "bleu" and recorded["average_last"] == 5
-    # The exported weights are the mean of the chief's three epoch files, averaged here by hand.
+    assert recorded["select_by"] == "bleu" and recorded["average_last"] == 2
+    # The exported weights are the mean of the chief's last two epoch files, averaged here by hand.
     import keras
 
     import tf_transformer  # noqa: F401  registers the layers of model.keras
 
     exported = keras.saving.load_model(os.path.join(export_dir, "2", "assets.extra", "model.keras"), compile=False)
-    epoch_files = [os.path.join(work_dir, "checkpoints", f"epoch-{n:04d}.weights.h5") for n in (1, 2, 3)]
+    epoch_files = [os.path.join(work_dir, "checkpoints", f"epoch-{n:04d}.weights.h5") for n in (2, 3)]
     by_hand = [np.zeros(w.shape, "float64") for w in exported.get_weights()]
     for path in epoch_files:
         exported.load_weights(path)
         by_hand = [total + w for total, w in zip(by_hand, exported.get_weights())]
     exported = keras.saving.load_model(os.path.join(export_dir, "2", "assets.extra", "model.keras"), compile=False)
     for got, total in zip(exported.get_weights(), by_hand):
-        np.testing.assert_allclose(got, total / 3, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(got, total / 2, rtol=1e-5, atol=1e-6)
     # The kept epoch's own score sits beside the average's, as on one process.
     with open(os.path.join(export_dir, "2", "assets.extra", "evaluation.json"), encoding="utf-8") as file:
         without_averaging = json.load(file)["metrics"]["without_averaging"]
-    assert without_averaging["averaged_epochs"] == [1, 2, 3] and without_averaging["kept_epoch"] in (1, 2, 3)
+    assert without_averaging["averaged_epochs"] == [2, 3] and without_averaging["kept_epoch"] in (1, 2, 3)
 
 
 def test_multi_worker_without_tf_config_says_so(tmp_path):

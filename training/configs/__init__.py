@@ -97,8 +97,8 @@ CONFIGS = {
     "tsv-medium": TrainingConfig(
         preset="small",
         # 2 layers: 1.3x the steps/s of 3 (298 against 395 ms a step of 1,024 tokens), so more passes in the hour.
-        # No dropout: 5.3 passes underfit rather than overfit, and a word seen in 13 pairs ("septembre") is
-        # learned only without it (+2.3 greedy BLEU through the export; benchmarks/README.md, "Anki").
+        # No dropout: 5.3 passes underfit rather than overfit; +2.3 greedy BLEU through the export in each
+        # of two runs (benchmarks/README.md, "Anki").
         model_overrides={"num_layers": 2, "d_model": 256, "num_heads": 8, "dff": 512, "dropout": 0.0,
                          "share_embeddings": True, "tie_output_embedding": True},
         tokenizer="sentencepiece",

@@ -22,6 +22,17 @@ def _replicas_in_sync():
     return tf.distribute.get_strategy().num_replicas_in_sync
 
 
+def _label_logits(logits, labels):
+    """`logits[b, t, labels[b, t]]`: `[B, T]` from `logits` `[B, T, V]` and `labels` `[B, T]`."""
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        # keras.ops.take_along_axis broadcasts its indices into a gather_nd there, whose
+        # gradient costs more than the rest of the loss; a batched gather reads the same.
+        return tf.gather(logits, labels[..., None], batch_dims=len(labels.shape))[..., 0]
+    return ops.take_along_axis(logits, labels[..., None], axis=-1)[..., 0]
+
+
 @keras.saving.register_keras_serializable(package="tf_transformer")
 class MaskedSparseCategoricalCrossentropy(keras.losses.Loss):
     """Cross-entropy from logits with label smoothing, averaged over real tokens.
@@ -57,10 +68,14 @@ class MaskedSparseCategoricalCrossentropy(keras.losses.Loss):
 
     def call(self, y_true, y_pred):
         labels = ops.cast(y_true, "int32")  # [B, T]
-        log_probs = ops.log_softmax(ops.cast(y_pred, "float32"), axis=-1)  # [B, T, V]
-        label_log_prob = ops.take_along_axis(log_probs, labels[..., None], axis=-1)[..., 0]
+        logits = ops.cast(y_pred, "float32")  # [B, T, V]
+        # log p(v) = z_v - logsumexp(z), so the loss needs only logsumexp(z), the
+        # label's z and mean(z): no [B, T, V] of log-probabilities is written
+        # (benchmarks/README.md, "Anki", has what it saves a step).
+        log_normalizer = ops.logsumexp(logits, axis=-1)  # [B, T]
+        label_logit = _label_logits(logits, labels)
         smoothing = self.label_smoothing
-        per_token = -(1.0 - smoothing) * label_log_prob - smoothing * ops.mean(log_probs, axis=-1)
+        per_token = log_normalizer - (1.0 - smoothing) * label_logit - smoothing * ops.mean(logits, axis=-1)
         real = ops.cast(ops.not_equal(labels, self.pad_id), "float32")
         count = ops.maximum(ops.sum(real), 1.0) * _replicas_in_sync()
         return per_token * real / count

@@ -58,6 +58,42 @@ def test_padding_changes_nothing(rng):
     assert revived.label_smoothing == 0.1 and float(revived(labels, logits)) == reference
 
 
+# The loss is written from logsumexp and the label's logit (no log-softmax), with a
+# backend-specific gather: its gradient must still be the textbook one,
+# (softmax - smoothed one-hot) on real tokens over their count, on each backend.
+LOSS_GRADIENT = """
+import numpy as np, keras
+from tf_transformer import losses
+rng = np.random.default_rng(0)
+logits = (rng.normal(size=(2, 3, 7)) * 3).astype("float32")
+labels = np.array([[4, 5, 6], [2, 3, 0]], "int32")
+epsilon = 0.1
+loss = losses.MaskedSparseCategoricalCrossentropy(label_smoothing=epsilon)
+if keras.backend.backend() == "jax":
+    import jax
+    gradient = np.asarray(jax.grad(lambda z: loss(labels, z))(logits))
+else:
+    import tensorflow as tf
+    z = tf.constant(logits)
+    with tf.GradientTape() as tape:
+        tape.watch(z)
+        value = loss(labels, z)
+    gradient = tape.gradient(value, z).numpy()
+probs = np.exp(logits - logits.max(-1, keepdims=True))
+probs /= probs.sum(-1, keepdims=True)
+target = (1 - epsilon) * np.eye(7)[labels] + epsilon / 7
+real = (labels != 0)[..., None]
+np.testing.assert_allclose(gradient, (probs - target) * real / real.sum(), atol=1e-6)
+assert not gradient[1, 2].any()  # padding gets no gradient
+print("loss gradient ok")
+"""
+
+
+def test_loss_gradient_is_softmax_minus_smoothed_target():
+    exec(LOSS_GRADIENT, {})  # TensorFlow, in process
+    run_on_jax(LOSS_GRADIENT, "loss gradient ok")
+
+
 def test_masked_accuracy_ignores_padding():
     metric = metrics.MaskedAccuracy()
     labels = np.array([[1, 2, 0, 0]])

@@ -10,11 +10,15 @@ import pytest  # noqa: E402
 
 @pytest.fixture(autouse=True)
 def seeded():
-    """Every test starts from the same seeds and the float32 policy."""
+    """Every test starts from the same seeds, the float32 policy and float32 training matmuls."""
+    from tf_transformer import fast_paths
+
     keras.utils.set_random_seed(1234)
     keras.config.set_dtype_policy("float32")
+    fast_paths.set_training_matmul_dtype(None)
     yield
     keras.config.set_dtype_policy("float32")
+    fast_paths.set_training_matmul_dtype(None)
 
 
 @pytest.fixture

@@ -206,3 +206,80 @@ def test_decoder_takes_the_encoders_embedding_only_when_it_matches():
     assert shared.embedding is encoder.embedding
     with pytest.raises(ValueError, match="`embedding` must match"):
         Decoder(1, 16, 2, 32, vocab_size=41, max_length=8, embedding=encoder.embedding)
+
+
+def _training_and_inference_outputs(layer_call):
+    return [keras.ops.convert_to_numpy(keras.ops.cast(layer_call(training), "float32")) for training in (True, False)]
+
+
+@pytest.mark.parametrize("layer", ["attention", "feed_forward", "tied_projection"])
+def test_bfloat16_training_matmuls_round_only_training_calls(layer, rng):
+    from tf_transformer import fast_paths, layers
+
+    x = rng.normal(size=(2, 5, 32)).astype("float32")
+    calls = {
+        "attention": (layers.MultiHeadAttention(num_heads=4, key_dim=8), lambda m, t: m(x, x, training=t)),
+        "feed_forward": (layers.FeedForward(d_model=32, dff=64, dropout=0.0), lambda m, t: m(x, training=t)),
+        "tied_projection": (layers.TokenAndPositionEmbedding(vocab_size=300, d_model=32, max_length=8),
+                            lambda m, t: m(x, reverse=True, training=t)),
+    }
+    module, call = calls[layer]
+    if layer == "tied_projection":
+        module.build()
+    float32_training, float32_inference = _training_and_inference_outputs(lambda t: call(module, t))
+    np.testing.assert_array_equal(float32_training, float32_inference)  # no dropout: the same call
+
+    fast_paths.set_training_matmul_dtype("bfloat16")
+    bfloat16_training, inference = _training_and_inference_outputs(lambda t: call(module, t))
+    np.testing.assert_array_equal(inference, float32_inference)  # inference (decoding, the export) keeps float32
+    assert bfloat16_training.dtype == np.float32
+    error = np.abs(bfloat16_training - float32_training).max() / np.abs(float32_training).max()
+    assert 0 < error < 2e-2, error  # rounded as bfloat16 operands round, no more
+
+
+def test_bfloat16_training_matmuls_give_float32s_gradients_closely():
+    import tensorflow as tf
+    from tf_transformer import fast_paths, losses
+
+    config = dataclasses.replace(CONFIG, dropout=0.0, share_embeddings=True, tie_output_embedding=True,
+                                 target_vocab_size=60)
+    model = build_transformer(config)
+    inputs = {"encoder_tokens": SOURCE, "decoder_tokens": TARGET[:, :-1]}
+    labels = TARGET[:, 1:]
+    loss = losses.MaskedSparseCategoricalCrossentropy(label_smoothing=0.1)
+
+    def gradients():
+        with tf.GradientTape() as tape:
+            value = loss(labels, model(inputs, training=True))
+        return float(value), [g.numpy().ravel() for g in tape.gradient(value, model.trainable_variables)]
+
+    float32_loss, float32_gradients = gradients()
+    fast_paths.set_training_matmul_dtype("bfloat16")
+    bfloat16_loss, bfloat16_gradients = gradients()
+    assert bfloat16_loss != float32_loss and abs(bfloat16_loss - float32_loss) < 1e-2 * float32_loss
+    scale = max(np.linalg.norm(a) for a in float32_gradients)
+    for variable, a, b in zip(model.trainable_variables, float32_gradients, bfloat16_gradients):
+        # The key biases' gradient is 0 up to rounding (softmax ignores a shift of all of a query's scores).
+        if np.linalg.norm(a) > 1e-3 * scale:
+            cosine = a @ b / (np.linalg.norm(a) * np.linalg.norm(b))
+            assert cosine > 0.999, (variable.path, cosine)
+
+
+def test_bfloat16_training_matmuls_leave_a_mixed_policy_model_alone():
+    from tf_transformer import fast_paths
+
+    keras.config.set_dtype_policy("mixed_bfloat16")
+    model = build_transformer(dataclasses.replace(CONFIG, dropout=0.0))
+    inputs = {"encoder_tokens": SOURCE, "decoder_tokens": TARGET}
+    before = keras.ops.convert_to_numpy(keras.ops.cast(model(inputs, training=True), "float32"))
+    fast_paths.set_training_matmul_dtype("bfloat16")
+    after = keras.ops.convert_to_numpy(keras.ops.cast(model(inputs, training=True), "float32"))
+    np.testing.assert_array_equal(before, after)
+
+
+def test_training_matmul_dtype_refuses_what_it_cannot_do():
+    from tf_transformer import fast_paths
+
+    with pytest.raises(ValueError, match="'bfloat16' or None. Received: 'float16'"):
+        fast_paths.set_training_matmul_dtype("float16")
+    assert fast_paths.training_matmul_dtype() is None

@@ -13,6 +13,12 @@ form than the obvious one, and why:
   argmax runs as a scalar loop on a CPU.
 * `random_bits`: dropout masks from a keyed integer hash under XLA, where the
   backend's random generator runs as a serial loop on a CPU (`layers.Dropout`).
+* `weights_matmul`: in training steps, after
+  `set_training_matmul_dtype("bfloat16")`, the products with weight matrices
+  take bfloat16 copies of float32 operands (what a TPU does with float32 by
+  default), everything else staying float32: a CPU with AVX512-BF16 or AMX
+  multiplies bfloat16 twice as fast, while Keras's `mixed_bfloat16` also
+  runs the elementwise ops in bfloat16, which such a CPU does slowly.
 
 The XLA-compiled export (`export.Translator(jit_compile=True)`, TensorFlow
 only) has two more, beside the code they shape: source ids padded to a
@@ -67,6 +73,60 @@ def write_at_index(buffer, update, index, axis):
     zero = ops.zeros((), "int32")
     start = [ops.cast(index, "int32") if a == axis else zero for a in range(rank)]
     return ops.slice_update(buffer, start, update)
+
+
+# The dtype of the weights' products in training calls (`set_training_matmul_dtype`); None: the compute dtype.
+_training_matmul_dtype = None
+
+
+def set_training_matmul_dtype(dtype):
+    """Multiplies by the weights in `dtype` in training calls from now on (None: in the compute dtype).
+
+    Process-wide, as `keras.config.set_dtype_policy` is, and read when a
+    function is traced: set it before the first `fit`. Only training calls
+    (`training=True`) take it, so validation, decoding and an export made
+    in the same process keep the compute dtype, and the export gives what a
+    float32 runtime (CTranslate2's, say) gives on the same weights. Covers
+    `MultiHeadAttention`'s projections, `FeedForward`'s two layers and the
+    tied output projection (`TokenAndPositionEmbedding(reverse=True)`), in
+    layers whose compute dtype is float32; an untied `Dense` output
+    projection keeps its dtype.
+
+    Args:
+        dtype: "bfloat16", or None.
+
+    >>> set_training_matmul_dtype("bfloat16"); training_matmul_dtype()
+    'bfloat16'
+    >>> set_training_matmul_dtype(None)
+    """
+    global _training_matmul_dtype
+    if dtype is not None and dtype != "bfloat16":
+        raise ValueError(f"The training matmul dtype must be 'bfloat16' or None. Received: {dtype!r}")
+    _training_matmul_dtype = dtype
+
+
+def training_matmul_dtype():
+    """What `set_training_matmul_dtype` set: "bfloat16" or None."""
+    return _training_matmul_dtype
+
+
+def weights_matmul(x, kernel, training=None, axes=None):
+    """`x · kernel`: `ops.matmul`, or `ops.tensordot` over `axes`, in `x`'s dtype.
+
+    In a training call (`training` true) after
+    `set_training_matmul_dtype("bfloat16")`, a float32 `x` and `kernel` are
+    multiplied as bfloat16 copies and the product cast back to float32:
+    the rounding of a TPU's default float32 matmul, at about twice the
+    speed on a CPU with bfloat16 units (benchmarks/README.md, "Anki").
+    Biases, activations, normalisation, softmax and the loss stay float32.
+    """
+    def product(a, b):
+        return ops.matmul(a, b) if axes is None else ops.tensordot(a, b, axes=axes)
+
+    if training and _training_matmul_dtype is not None and keras.backend.standardize_dtype(x.dtype) == "float32":
+        low = _training_matmul_dtype
+        return ops.cast(product(ops.cast(x, low), ops.cast(kernel, low)), x.dtype)
+    return product(x, ops.cast(kernel, x.dtype))
 
 
 def argmax(logits):

@@ -5,9 +5,11 @@ F inner width (dff).
 """
 
 import keras
+from keras import ops
 
 from tf_transformer.layers.dropout import Dropout
 from tf_transformer.checks import check_positive_int, check_rate
+from tf_transformer.fast_paths import training_matmul_dtype, weights_matmul
 
 
 @keras.saving.register_keras_serializable(package="tf_transformer")
@@ -57,9 +59,18 @@ class FeedForward(keras.layers.Layer):
         self.output_dense.build(tuple(input_shape[:-1]) + (self.dff,))
 
     def call(self, inputs, training=None):
-        x = self.inner_dense(inputs)  # [B, T, F]
-        x = self.output_dense(x)  # [B, T, D]
+        if training and training_matmul_dtype() is not None:
+            # The Dense layers' own products, through `fast_paths.weights_matmul`'s bfloat16 copies.
+            x = self.activation(self._dense(self.inner_dense, inputs, training))  # [B, T, F]
+            x = self._dense(self.output_dense, x, training)  # [B, T, D]
+        else:
+            x = self.inner_dense(inputs)  # [B, T, F]
+            x = self.output_dense(x)  # [B, T, D]
         return self.dropout_layer(x, training=training)
+
+    @staticmethod
+    def _dense(dense, x, training):
+        return weights_matmul(x, dense.kernel, training) + ops.cast(dense.bias, x.dtype)
 
     def compute_output_shape(self, input_shape):
         return tuple(input_shape[:-1]) + (self.d_model,)

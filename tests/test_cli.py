@@ -224,6 +224,10 @@ def test_anki_shards_slice_streams_trains_and_the_export_translates_what_trainin
     assert result.returncode == 0, result.stderr[-3000:]
     output = re.sub(r"\x1b\[[0-9;]*m", "", result.stdout.replace("\r", "\n"))
     assert "streamed from 4 file(s); config tsv-medium; vocabularies 600 / 600" in output  # one shared vocabulary
+    from training.run import cpu_multiplies_bfloat16
+
+    # The recipe's precision, trained and still exported in float32 (the export's strings match training's below).
+    assert f"precision {'bfloat16-matmuls' if cpu_multiplies_bfloat16() else 'off'};" in output
     printed = dict(re.findall(r"^  ('.*'|\".*\") -> ('.*'|\".*\")$", output, flags=re.M))
     assert len(printed) == 5, output[-3000:]
     import ast

@@ -96,7 +96,8 @@ def set_precision(config, asked):
     precision = config.mixed_precision
     if (precision == "bfloat16-matmuls" and not asked and not tf.config.list_physical_devices("GPU")
             and not cpu_multiplies_bfloat16()):
-        print("Precision: float32 (the config's bfloat16-matmuls needs a GPU or a CPU with AVX512-BF16 or AMX)",
+        print("Precision: float32, as neither a GPU nor a CPU with AVX512-BF16 or AMX was found; the config's epochs "
+              "were sized for its bfloat16-matmuls, so training takes about 1.3x as long (--epochs sets fewer)",
               flush=True)
         precision = "off"
         config = dataclasses.replace(config, mixed_precision=precision)

@@ -129,6 +129,22 @@ def weights_matmul(x, kernel, training=None, axes=None):
     return product(x, ops.cast(kernel, x.dtype))
 
 
+class TrainingMatmulDense(keras.layers.Dense):
+    """`keras.layers.Dense` whose training calls multiply through `weights_matmul` (the same weights and names).
+
+    The feed-forward layers and an untied output projection use it, so one
+    class carries `set_training_matmul_dtype` to every `Dense` of the model.
+    """
+
+    def call(self, inputs, training=None):
+        if not (training and _training_matmul_dtype is not None):
+            return super().call(inputs)
+        x = weights_matmul(inputs, self.kernel, training)
+        if self.use_bias:
+            x = x + ops.cast(self.bias, x.dtype)
+        return self.activation(x)
+
+
 def argmax(logits):
     """`argmax` over the last axis of `[B, V]`: the first index of the maximum, int32.
 

@@ -5,25 +5,12 @@ V target vocabulary size, H heads, L decoding length.
 """
 
 import keras
-from keras import ops
 
 from tf_transformer import fast_paths, masks
 from tf_transformer.config import TransformerConfig
 from tf_transformer.layers.decoder import Decoder
 from tf_transformer.layers.encoder import Encoder
 from tf_transformer.layers.transformer_block import BLOCK_ARGUMENTS
-
-
-class _OutputProjection(keras.layers.Dense):
-    """A `Dense` whose training calls take `fast_paths.weights_matmul`'s dtype, as the tied projection does.
-
-    The same weights and names as a `Dense` (a model saved before loads).
-    """
-
-    def call(self, inputs, training=None):
-        if training and fast_paths.training_matmul_dtype() is not None:
-            return fast_paths.weights_matmul(inputs, self.kernel, training) + ops.cast(self.bias, inputs.dtype)
-        return super().call(inputs)
 
 
 @keras.saving.register_keras_serializable(package="tf_transformer")
@@ -92,7 +79,7 @@ class Transformer(keras.Model):
         )
         output_projection = (
             None if config.tie_output_embedding
-            else _OutputProjection(config.target_vocab_size, dtype=dtype, name="output_projection")
+            else fast_paths.TrainingMatmulDense(config.target_vocab_size, dtype=dtype, name="output_projection")
         )
         # Logits leave the model in the compute dtype: a float32 copy of a
         # bfloat16 matmul adds no precision, and at a 32k vocabulary it costs

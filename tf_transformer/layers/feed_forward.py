@@ -5,11 +5,10 @@ F inner width (dff).
 """
 
 import keras
-from keras import ops
 
 from tf_transformer.layers.dropout import Dropout
 from tf_transformer.checks import check_positive_int, check_rate
-from tf_transformer.fast_paths import training_matmul_dtype, weights_matmul
+from tf_transformer.fast_paths import TrainingMatmulDense
 
 
 @keras.saving.register_keras_serializable(package="tf_transformer")
@@ -48,10 +47,10 @@ class FeedForward(keras.layers.Layer):
         self.dropout = check_rate("dropout", dropout)
         self.activation = keras.activations.get(activation)
         self.supports_masking = True
-        self.inner_dense = keras.layers.Dense(
+        self.inner_dense = TrainingMatmulDense(
             dff, activation=self.activation, dtype=self.dtype_policy, name="inner_dense"
         )
-        self.output_dense = keras.layers.Dense(d_model, dtype=self.dtype_policy, name="output_dense")
+        self.output_dense = TrainingMatmulDense(d_model, dtype=self.dtype_policy, name="output_dense")
         self.dropout_layer = Dropout(dropout, dtype=self.dtype_policy)
 
     def build(self, input_shape):
@@ -59,18 +58,9 @@ class FeedForward(keras.layers.Layer):
         self.output_dense.build(tuple(input_shape[:-1]) + (self.dff,))
 
     def call(self, inputs, training=None):
-        if training and training_matmul_dtype() is not None:
-            # The Dense layers' own products, through `fast_paths.weights_matmul`'s bfloat16 copies.
-            x = self.activation(self._dense(self.inner_dense, inputs, training))  # [B, T, F]
-            x = self._dense(self.output_dense, x, training)  # [B, T, D]
-        else:
-            x = self.inner_dense(inputs)  # [B, T, F]
-            x = self.output_dense(x)  # [B, T, D]
+        x = self.inner_dense(inputs, training=training)  # [B, T, F]
+        x = self.output_dense(x, training=training)  # [B, T, D]
         return self.dropout_layer(x, training=training)
-
-    @staticmethod
-    def _dense(dense, x, training):
-        return weights_matmul(x, dense.kernel, training) + ops.cast(dense.bias, x.dtype)
 
     def compute_output_shape(self, input_shape):
         return tuple(input_shape[:-1]) + (self.d_model,)
